@@ -236,7 +236,8 @@ def cmd_predict(args) -> dict | list:
         for row, true in zip(rows, labels):
             row["true_label"] = true
         accuracy = evaluate(labels, [r["label"] for r in rows])["accuracy"]
-        log.info("accuracy %.4f on %d labelled texts", accuracy, len(rows))
+        if args.json:  # the table prints it on stdout
+            log.info("accuracy %.4f on %d labelled texts", accuracy, len(rows))
     if args.json:
         return rows
     width = max(len(c) for c in classes) + 2

@@ -17,14 +17,17 @@ def logreg(seed: int = 0):
 
 
 def lgbm(seed: int = 0):
-    """Gradient-boosted trees, set for many classes on dense embeddings: few bins and a column sample."""
+    """Gradient-boosted trees, set for many classes on dense embeddings: few bins and a column sample.
+
+    On Banking77 (77 classes) this fits in ~18 s on 2 cores at 0.896 accuracy; LightGBM's defaults take
+    ~64-100 s for 0.886. Row bagging is left off: with 77 classes it made some fits collapse (0.21).
+    """
     try:
         from lightgbm import LGBMClassifier
     except ImportError:
         raise BertfeatError("head 'lgbm' needs LightGBM: pip install lightgbm") from None
     return LGBMClassifier(n_estimators=150, learning_rate=0.1, num_leaves=15, max_bin=63,
-                          colsample_bytree=0.3, subsample=0.8, subsample_freq=1, min_child_samples=5,
-                          random_state=seed, n_jobs=2, verbose=-1)
+                          colsample_bytree=0.3, random_state=seed, n_jobs=2, verbose=-1)
 
 
 def mlp(seed: int = 0):

@@ -66,10 +66,15 @@ def _read_frame(path: str, encoding: str) -> pd.DataFrame:
         raise BertfeatError(f"{path}: could not parse as {kind}: {first}") from None
 
 
-def _bad_utf8_row(path: str, encoding: str, exc: UnicodeDecodeError) -> int:
+def _bad_utf8_row(path: str, encoding: str, exc: UnicodeDecodeError) -> int | str:
+    # The decoder's offset is relative to a parser buffer, so find the physical line ourselves.
     with open(path, "rb") as fh:
-        head = fh.read(exc.start)
-    return head.count(b"\n") + 1
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError:
+                return number
+    return "?"
 
 
 def _column(frame: pd.DataFrame, name: str, path: str, flag: str) -> list:

@@ -1,0 +1,67 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
+DEMO_TRAIN = os.path.join(ROOT, "data", "demo", "train.csv")
+DEMO_TEST = os.path.join(ROOT, "data", "demo", "test.csv")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
+
+
+def run_cli(*args, cache=None, check=None, timeout=600):
+    """Run `python cli.py ARGS` as a user would; returns the CompletedProcess."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if cache is not None:
+        env["BERTFEAT_CACHE"] = str(cache)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def run_json(*args, cache=None):
+    proc = run_cli(*args, "--json", "--quiet", cache=cache, check=0)
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def demo():
+    from extract import read_table
+
+    return read_table(DEMO_TRAIN), read_table(DEMO_TEST)
+
+
+@pytest.fixture(scope="session")
+def demo_vectors(demo, tmp_path_factory):
+    """Default-model vectors of the demo data (real model, computed once per session)."""
+    from extract import BertEncoder, embed
+
+    train, test = demo
+    cache = tmp_path_factory.mktemp("demo-cache")
+    vecs = embed([BertEncoder()], train.texts + test.texts, cache_dir=str(cache), progress=False).vectors[0]
+    return vecs[:len(train.texts)], train.labels, vecs[len(train.texts):], test.labels
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A small randomly initialised BERT saved to a temp folder: the 'any Hugging Face model' path."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from extract.model import resolve_model_dir
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir("all-MiniLM-L6-v2"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -1,0 +1,54 @@
+"""Heads, metrics and model folders, on real default-model vectors of the demo data."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from classify import HEADS, evaluate, format_report, load_head, make_head, read_manifest, save_model_dir
+from errors import BertfeatError
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_every_registered_head_fits_and_predicts(name, demo_vectors):
+    X_train, y_train, X_test, y_test = demo_vectors
+    head = make_head(name, seed=0).fit(X_train, np.asarray(y_train))
+    proba = head.predict_proba(X_test)
+    assert proba.shape == (len(X_test), len(set(y_train)))
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    pred = head.predict(X_test)
+    assert list(pred) == [head.classes_[i] for i in proba.argmax(1)]
+    assert evaluate(y_test, pred)["accuracy"] > 0.7  # 5 balanced classes: chance is 0.2
+
+
+def test_unknown_head_lists_the_registry():
+    with pytest.raises(BertfeatError, match="unknown head 'svm9'; expected one of: " + ", ".join(sorted(HEADS))):
+        make_head("svm9")
+
+
+def test_metrics_on_a_worked_example():
+    m = evaluate(["a", "a", "b", "c"], ["a", "b", "b", "b"])
+    assert m["accuracy"] == 0.5
+    assert m["labels"] == ["a", "b", "c"]
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2}
+    assert m["per_class"]["c"]["recall"] == 0.0  # never predicted: counted as an error
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+    assert m["macro_recall"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert "macro avg" in format_report(m) and "support" in format_report(m)
+
+
+def test_model_folder_round_trip_and_tamper_check(tmp_path, demo_vectors):
+    X_train, y_train, X_test, _ = demo_vectors
+    head = make_head("logreg").fit(X_train, np.asarray(y_train))
+    out = save_model_dir(str(tmp_path / "m"), head, {"head": "logreg"}, {"settings": {}})
+    manifest = read_manifest(out)
+    assert set(manifest["files"]) == {"head.joblib", "run.json"}
+    np.testing.assert_array_equal(load_head(out, manifest).predict(X_test), head.predict(X_test))
+    with pytest.raises(BertfeatError, match="folder exists and is not empty"):
+        save_model_dir(out, head, {}, {})
+    with open(os.path.join(out, "head.joblib"), "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(BertfeatError, match="head.joblib does not match the checksum"):
+        read_manifest(out)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    assert json.load(open(os.path.join(out, "manifest.json")))["format"] == 1

@@ -1,0 +1,183 @@
+"""Reading data files, pooling and the encoder, with the real default model and a tiny random BERT."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from errors import BertfeatError
+from extract import BertEncoder, embed, read_table
+from extract.data import check_labels
+from extract.pooling import parse_layers
+
+TEXTS = ["my card has not arrived yet", "how do I reset my password?", "the router keeps dropping wifi",
+         "refund please", "I was charged twice for the same order and nobody answers my emails, this is a joke"]
+
+
+def _vectors(encoder, texts, pairs=None):
+    return embed([encoder], texts, pairs, progress=False).vectors[0]
+
+
+# -- data files ----------------------------------------------------------------------------------
+def test_all_formats_read_the_same_rows(tmp_path):
+    frame = pd.DataFrame({"text": ["a, with comma", 'b "quoted"\nand a newline', "c"], "label": ["x", "y", "x"]})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_csv(tmp_path / "d.tsv", sep="\t", index=False)
+    frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "d.parquet")
+    for ext in ("csv", "tsv", "jsonl", "parquet"):
+        table = read_table(str(tmp_path / f"d.{ext}"))
+        assert table.texts == frame.text.tolist(), ext
+        assert table.labels == frame.label.tolist(), ext
+
+
+@pytest.mark.parametrize("content, ext, message", [
+    (None, ".csv", "file not found"),
+    ("text,label\na,b\n", ".xlsx", "unknown file type '.xlsx'"),
+    ("", ".csv", "file is empty"),
+    ("text,label\n", ".csv", "no data rows"),
+    ("words,label\na,b\n", ".csv", "no column 'text' (columns: words, label)"),
+    ("text,label\na,x\n  ,y\nc,x\n", ".csv", "1 empty text(s) in column 'text' at row(s) 3"),
+    ("text,label\na,x\nb,\n", ".csv", "blank label(s) in column 'label' at row(s) 3"),
+])
+def test_bad_files_name_the_problem(tmp_path, content, ext, message):
+    path = tmp_path / f"data{ext}"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(BertfeatError) as err:
+        read_table(str(path))
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_drop_empty_skips_blank_texts(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\na,x\n,y\nc,x\n")
+    table = read_table(str(path), drop_empty=True)
+    assert table.texts == ["a", "c"] and table.rows == [2, 4]
+
+
+def test_non_utf8_bytes_name_the_line_and_encoding_flag_reads_them(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"text,label\nfine,x\ncaf\xe9 au lait,y\n")
+    with pytest.raises(BertfeatError) as err:
+        read_table(str(path))
+    assert "line 3" in str(err.value) and "--encoding" in str(err.value)
+    assert read_table(str(path), encoding="latin-1").texts[1] == "café au lait"
+
+
+def test_single_class_and_unseen_test_labels(tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\na,x\nb,x\n")
+    with pytest.raises(BertfeatError, match="only one class"):
+        check_labels(read_table(str(one)))
+    train, test = tmp_path / "tr.csv", tmp_path / "te.csv"
+    train.write_text("text,label\na,x\nb,y\na,y\n")
+    test.write_text("text,label\nc,z\n")
+    warnings = check_labels(read_table(str(train)), read_table(str(test)))
+    assert any("1 text(s) appear more than once with different labels" in w for w in warnings)
+    assert any("absent from the training data (z)" in w for w in warnings)
+
+
+# -- pooling and layers --------------------------------------------------------------------------
+def test_layer_specs():
+    assert parse_layers("-1") == (-1,)
+    assert parse_layers("-4:") == (-4, -3, -2, -1)
+    assert parse_layers("-4,-1") == (-4, -1)
+    for bad in ("1", "last", "0:", ""):
+        with pytest.raises(BertfeatError, match="--layers"):
+            parse_layers(bad)
+
+
+def test_unknown_pooling_lists_the_options():
+    with pytest.raises(BertfeatError, match="unknown pooling 'avg'; expected one of: cls, max, mean"):
+        BertEncoder(pooling="avg").fit()
+
+
+# -- the default model ---------------------------------------------------------------------------
+def test_default_model_matches_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    from extract.model import resolve_model_dir
+
+    ours = _vectors(BertEncoder(), TEXTS)
+    ref = SentenceTransformer(str(resolve_model_dir("all-MiniLM-L6-v2")), device="cpu").encode(TEXTS)
+    assert ours.shape == (len(TEXTS), 384)
+    cosine = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() > 0.9999
+
+
+def test_order_survives_length_sorting_and_padding_changes_nothing():
+    encoder = BertEncoder(batch_size=2)  # several batches, each padded to its own longest text
+    together = _vectors(encoder, TEXTS)
+    reversed_ = _vectors(encoder, TEXTS[::-1])[::-1]
+    alone = np.vstack([_vectors(encoder, [t]) for t in TEXTS])
+    np.testing.assert_allclose(together, reversed_, atol=1e-5)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_pair_input_uses_segments_and_differs_from_single_text():
+    encoder = BertEncoder()
+    single = _vectors(encoder, ["is it raining?"])
+    paired = _vectors(encoder, ["is it raining?"], ["no, it is sunny"])
+    swapped = _vectors(encoder, ["no, it is sunny"], ["is it raining?"])
+    assert not np.allclose(single, paired, atol=1e-3)
+    assert not np.allclose(paired, swapped, atol=1e-3)
+    assert list(BertEncoder().transform([("is it raining?", "no, it is sunny")])[0]) == list(paired[0])
+
+
+def test_truncation_is_counted():
+    result = embed([BertEncoder(max_length=8)], ["word " * 50, "short"], progress=False)
+    assert result.n_truncated == 1
+
+
+def test_encoder_in_a_sklearn_pipeline(demo):
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    train, test = demo
+    pipe = make_pipeline(BertEncoder(), LogisticRegression(C=10, max_iter=1000))
+    pipe.fit(train.texts[:120], train.labels[:120])
+    assert (pipe.predict(test.texts) == np.array(test.labels)).mean() > 0.6
+    copy = clone(pipe)
+    assert copy.get_params()["bertencoder__pooling"] == "mean"
+
+
+# -- any Hugging Face model: a tiny random BERT in a temp folder -------------------------------------
+def test_tiny_bert_views_from_one_forward_pass(tiny_bert):
+    views = [BertEncoder(model=tiny_bert, pooling=p, normalize=False) for p in ("mean", "cls", "max")]
+    views.append(BertEncoder(model=tiny_bert, layers="-3:", normalize=False))
+    result = embed(views, TEXTS, progress=False)
+    mean, cls, mx, concat = result.vectors
+    assert mean.shape == (5, 32) and concat.shape == (5, 96)
+    assert not np.allclose(mean, cls) and not np.allclose(mean, mx)
+    assert (mx >= mean - 1e-6).all()  # a max over tokens is never below their mean
+    np.testing.assert_allclose(concat[:, -32:], mean, atol=1e-5)  # the last block is the last layer
+    single = _vectors(BertEncoder(model=tiny_bert, pooling="cls", normalize=False), TEXTS)
+    np.testing.assert_allclose(single, cls, atol=1e-5)
+
+
+def test_fingerprint_covers_what_changes_numbers(tiny_bert, tmp_path):
+    base = BertEncoder(model=tiny_bert)
+    assert base.fingerprint() == BertEncoder(model=tiny_bert, batch_size=7, device="cpu").fingerprint()
+    for change in ({"pooling": "cls"}, {"max_length": 64}, {"layers": "-2"}, {"normalize": False}):
+        assert BertEncoder(model=tiny_bert, **change).fingerprint() != base.fingerprint(), change
+    # Same name, different weights: a copy of the folder with one weight changed.
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    other = tmp_path / "tiny-copy"
+    shutil.copytree(tiny_bert, other)
+    weights = load_file(str(other / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1
+    save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
+    assert BertEncoder(model=str(other)).fingerprint() != base.fingerprint()
+    assert json.loads(json.dumps(base.cache_settings()))["weights_sha256"]
+
+
+def test_missing_model_folder_is_a_user_error(tmp_path):
+    with pytest.raises(BertfeatError, match="no config.json"):
+        BertEncoder(model=str(tmp_path)).fingerprint()
