@@ -23,6 +23,11 @@ EXAMPLES = {
     "fit": """example:
   python cli.py fit --train data/demo/train.csv --test data/demo/test.csv --head logreg
   (embeds what the cache lacks, fits the head, prints the metrics, saves runs/<time>-logreg/)""",
+    "cache": """examples:
+  python cli.py cache info                      # entries per encoder: rows, size, last write
+  python cli.py cache verify                    # checksums of every shard; exit 1 on damage
+  python cli.py cache prune --older-than 30     # remove entries not written for 30 days
+  python cli.py cache prune --model all-MiniLM-L6-v2 --dry-run""",
     "predict": """example:
   python cli.py predict --model-dir runs/demo-logreg --text "my parcel never arrived"
   delivery    0.912    my parcel never arrived""",
@@ -58,6 +63,8 @@ def _encoder_flags() -> argparse.ArgumentParser:
     g.add_argument("--pair-col", default=None, help="column with a second text, for sentence-pair tasks")
     g.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSONL files")
     g.add_argument("--drop-empty", action="store_true", help="skip rows with empty text instead of failing")
+    g.add_argument("--chunk-size", type=int, default=2048,
+                   help="texts per committed cache shard: what a killed run can lose at most")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     g.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
     return p
@@ -86,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", default="label", help="column with the label (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split and the head")
     p.add_argument("--out", default=None, help="model folder (default: runs/<time>-<head>)")
+
+    p = sub.add_parser("cache", help="inspect, verify or prune the vector cache", epilog=EXAMPLES["cache"],
+                       formatter_class=fmt)
+    p.add_argument("action", choices=["info", "verify", "prune"])
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--model", default=None, help="prune: entries of this encoder model")
+    p.add_argument("--fingerprint", default=None, help="prune: the entry with this fingerprint (or prefix)")
+    p.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="prune: entries idle this long")
+    p.add_argument("--all", action="store_true", help="prune: everything")
+    p.add_argument("--leftovers", action="store_true", help="prune: also files left by killed runs (>1 h old)")
+    p.add_argument("--dry-run", action="store_true", help="prune: list, remove nothing")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("predict", help="label new texts with a saved model folder", epilog=EXAMPLES["predict"],
                        formatter_class=fmt)
@@ -117,11 +137,21 @@ def cache_dir(args) -> str:
     return args.cache_dir or default_cache_dir()
 
 
+def run_embed(args, encoders, texts, pairs):
+    from extract import embed
+    from extract.pipeline import CHUNK_TEXTS
+
+    chunk = getattr(args, "chunk_size", CHUNK_TEXTS)
+    if chunk < 1:
+        raise BertfeatError(f"bad --chunk-size {chunk}; expected a positive number of texts")
+    return embed(encoders, texts, pairs, cache_dir(args), progress=not args.quiet, chunk_size=chunk)
+
+
 def cmd_embed(args) -> dict:
-    from extract import embed, read_table
+    from extract import read_table
 
     table = read_table(args.data, args.text_col, None, args.pair_col, args.encoding, args.drop_empty)
-    result = embed([make_encoder(args)], table.texts, table.pairs, cache_dir(args), progress=not args.quiet)
+    result = run_embed(args, [make_encoder(args)], table.texts, table.pairs)
     summary = result.summary()
     summary["dim"] = summary["dim"][0]
     summary["cache_dir"] = os.path.abspath(cache_dir(args))
@@ -158,7 +188,7 @@ def cmd_fit(args) -> dict:
     import numpy as np
 
     from classify import evaluate, format_report, make_head, package_versions, save_model_dir
-    from extract import embed, read_table
+    from extract import read_table
     from extract.data import check_labels
 
     read = lambda path: read_table(path, args.text_col, args.label_col, args.pair_col,  # noqa: E731
@@ -172,7 +202,7 @@ def cmd_fit(args) -> dict:
     head = make_head(args.head, args.seed)  # fails on an unknown head before any embedding work
     encoder = make_encoder(args)
     pairs = train.pairs + test.pairs if train.pairs is not None else None
-    emb = embed([encoder], train.texts + test.texts, pairs, cache_dir(args), progress=not args.quiet)
+    emb = run_embed(args, [encoder], train.texts + test.texts, pairs)
     X = emb.vectors[0]
     X_train, X_test = X[:len(train.texts)], X[len(train.texts):]
     log.info("fitting %s on %d x %d", args.head, *X_train.shape)
@@ -205,11 +235,43 @@ def cmd_fit(args) -> dict:
     return result
 
 
+def cmd_cache(args) -> dict:
+    from cache import admin
+
+    root = cache_dir(args)
+    if args.action == "info":
+        entries = admin.entries(root)
+        if not args.json:
+            print(f"cache {os.path.abspath(root)}: {len(entries)} encoder entr{'y' if len(entries) == 1 else 'ies'}, "
+                  f"{sum(e['bytes'] for e in entries) / 2**20:.1f} MiB")
+            for e in entries:
+                print(f"  {e['fingerprint'][:12]}  {e['model']}  pooling={e['pooling']} layers={e['layers']} "
+                      f"max_length={e['max_length']}  {e['rows']} vectors in {e['shards']} shards, "
+                      f"{e['bytes'] / 2**20:.1f} MiB, last write {time.strftime('%Y-%m-%d %H:%M', time.localtime(e['modified']))}")
+        return {"cache_dir": os.path.abspath(root), "entries": entries}
+    if args.action == "verify":
+        report = admin.verify(root)
+        for d in report["damaged"]:
+            log.error("damaged: %s/%s: %s", d["fingerprint"], d["shard"], d["problem"])
+        if not args.json:
+            print(f"{report['shards']} shards checked: {len(report['damaged'])} damaged, "
+                  f"{len(report['leftovers'])} leftover files of interrupted runs (never served)")
+        args.exit_code = 1 if report["damaged"] else 0
+        return report
+    removed = admin.prune(root, args.model, args.fingerprint, args.older_than, args.all, args.dry_run)
+    leftovers = admin.remove_leftovers(root) if args.leftovers and not args.dry_run else 0
+    if not args.json:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+              f"({sum(e['bytes'] for e in removed) / 2**20:.1f} MiB)" + (f" and {leftovers} leftover files" if leftovers else ""))
+    return {"removed": removed, "dry_run": args.dry_run, "leftovers_removed": leftovers}
+
+
 def cmd_predict(args) -> dict | list:
     import numpy as np
 
     from classify import evaluate, load_head, read_manifest
-    from extract import BertEncoder, embed, read_table
+    from extract import BertEncoder, read_table
 
     manifest = read_manifest(args.model_dir)
     params = {**manifest["encoder"], "device": args.device, "batch_size": args.batch_size}
@@ -226,7 +288,7 @@ def cmd_predict(args) -> dict | list:
         table = read_table(args.data, manifest["text_col"], manifest["label_col"], manifest["pair_col"],
                            args.encoding, args.drop_empty, label_optional=True)
         texts, pairs, labels = table.texts, table.pairs, table.labels
-    emb = embed([encoder], texts, pairs, cache_dir(args), progress=not args.quiet)
+    emb = run_embed(args, [encoder], texts, pairs)
     proba = head.predict_proba(emb.vectors[0])
     classes = [str(c) for c in head.classes_]
     best = np.argmax(proba, axis=1)
@@ -248,7 +310,7 @@ def cmd_predict(args) -> dict | list:
     return rows
 
 
-COMMANDS = {"embed": cmd_embed, "fit": cmd_fit, "predict": cmd_predict}
+COMMANDS = {"cache": cmd_cache, "embed": cmd_embed, "fit": cmd_fit, "predict": cmd_predict}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if args.json:
         print(json.dumps(result, default=str))
-    return 0
+    return getattr(args, "exit_code", 0)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,13 @@ features carries its own scaler in a Pipeline, so nobody branches on a head's ty
 """
 from __future__ import annotations
 
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from errors import BertfeatError
 
@@ -36,7 +41,29 @@ def mlp(seed: int = 0):
                          max_iter=300, random_state=seed)
 
 
-HEADS = {"lgbm": lgbm, "logreg": logreg, "mlp": mlp}
+def knn(seed: int = 0):
+    """k nearest neighbours by cosine similarity, closer neighbours weighing more."""
+    return KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance", algorithm="brute")
+
+
+def svm(seed: int = 0):
+    """RBF-kernel support-vector machine on standardized features, with sigmoid-calibrated probabilities.
+
+    Calibration by 3-fold cross-validation (scikit-learn's replacement for ``SVC(probability=True)``);
+    its ``predict`` is the arg-max of ``predict_proba``, as every head's must be.
+    """
+    return make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(kernel="rbf", C=3.0, gamma="scale"),
+                                                                  method="sigmoid", cv=3, ensemble=False))
+
+
+def torch(seed: int = 0):
+    """A PyTorch softmax layer on standardized features, AdamW with early stopping (the classic recipe)."""
+    from classify.torch_head import TorchSoftmaxClassifier
+
+    return TorchSoftmaxClassifier(hidden=0, random_state=seed)
+
+
+HEADS = {"knn": knn, "lgbm": lgbm, "logreg": logreg, "mlp": mlp, "svm": svm, "torch": torch}
 
 
 def make_head(name: str, seed: int = 0):

@@ -39,7 +39,7 @@ class Embedded:
 
 
 def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None = None,
-          cache_dir: str | None = None, progress: bool = True) -> Embedded:
+          cache_dir: str | None = None, progress: bool = True, chunk_size: int = CHUNK_TEXTS) -> Embedded:
     """Vectors for ``texts`` from every encoder; only texts missing from the cache reach the model.
 
     Encoders must agree on model, max_length and precision; they may differ in pooling, layers and
@@ -84,7 +84,7 @@ def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None
             pending.append((todo[batch], outs))
             done += len(batch)
             bar.update(len(batch))
-            if sum(len(p[0]) for p in pending) >= CHUNK_TEXTS or b == len(batches) - 1:
+            if sum(len(p[0]) for p in pending) >= chunk_size or b == len(batches) - 1:
                 shards += _commit(pending, results, stores, found_masks, uniq_keys, n_unique)
                 pending = []
         bar.close()

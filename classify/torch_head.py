@@ -1,0 +1,97 @@
+"""A small PyTorch softmax / MLP head on cached vectors: the classic "fully connected layer + softmax"."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted
+
+
+class TorchSoftmaxClassifier(ClassifierMixin, BaseEstimator):
+    """Linear softmax (``hidden=0``) or one-hidden-layer MLP, trained with AdamW and early stopping.
+
+    Parameters
+    ----------
+    hidden : int, default=0
+        Hidden units; 0 is plain multinomial softmax regression.
+    dropout : float, default=0.1
+    lr : float, default=3e-3
+    weight_decay : float, default=1e-4
+    max_epochs : int, default=200
+    patience : int, default=10
+        Epochs without a better validation loss before stopping; the best weights are kept.
+    batch_size : int, default=256
+    validation_fraction : float, default=0.1
+    random_state : int, default=0
+    """
+
+    def __init__(self, hidden=0, dropout=0.1, lr=3e-3, weight_decay=1e-4, max_epochs=200, patience=10,
+                 batch_size=256, validation_fraction=0.1, random_state=0):
+        self.hidden = hidden
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def _network(self, n_in: int, n_out: int):
+        import torch.nn as nn
+
+        if self.hidden:
+            return nn.Sequential(nn.Dropout(self.dropout), nn.Linear(n_in, self.hidden), nn.GELU(),
+                                 nn.Dropout(self.dropout), nn.Linear(self.hidden, n_out))
+        return nn.Sequential(nn.Dropout(self.dropout), nn.Linear(n_in, n_out))
+
+    def fit(self, X, y):
+        import torch
+
+        X = np.asarray(X, dtype=np.float32)
+        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
+        self.mean_, self.scale_ = X.mean(0), X.std(0) + 1e-6
+        Xs = (X - self.mean_) / self.scale_
+        counts = np.bincount(y_idx)
+        stratify = y_idx if counts.min() >= 2 else None
+        tr, va = train_test_split(np.arange(len(Xs)), test_size=self.validation_fraction,
+                                  random_state=self.random_state, stratify=stratify)
+        gen = torch.Generator().manual_seed(self.random_state)
+        torch.manual_seed(self.random_state)
+        net = self._network(Xs.shape[1], len(self.classes_))
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        Xt, yt = torch.from_numpy(Xs), torch.from_numpy(y_idx.astype(np.int64))
+        best, best_state, waited = float("inf"), None, 0
+        for epoch in range(self.max_epochs):
+            net.train()
+            for batch in torch.randperm(len(tr), generator=gen).split(self.batch_size):
+                rows = torch.from_numpy(tr)[batch]
+                opt.zero_grad()
+                loss_fn(net(Xt[rows]), yt[rows]).backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                val = loss_fn(net(Xt[va]), yt[va]).item()
+            if val < best - 1e-4:
+                best, waited = val, 0
+                best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    break
+        net.load_state_dict(best_state)
+        self.network_ = net.eval()
+        self.n_epochs_ = epoch + 1
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        import torch
+
+        check_is_fitted(self, "network_")
+        Xs = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
+        with torch.no_grad():
+            return torch.softmax(self.network_(torch.from_numpy(Xs.astype(np.float32))), dim=-1).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
