@@ -1,4 +1,4 @@
-"""bertfeat command line: parse arguments, call extract / cache / classify, print results.
+"""bertfeat command line: parse arguments and hand them to `commands`; user errors become one line.
 
 Results go to stdout (a table, or one JSON object with --json); logs and progress bars go to stderr.
 """
@@ -7,9 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import time
 
 from errors import BertfeatError
 
@@ -28,6 +26,11 @@ EXAMPLES = {
   python cli.py cache verify                    # checksums of every shard; exit 1 on damage
   python cli.py cache prune --older-than 30     # remove entries not written for 30 days
   python cli.py cache prune --model all-MiniLM-L6-v2 --dry-run""",
+    "bench": """examples:
+  python cli.py bench --train data/demo/train.csv --test data/demo/test.csv
+  python cli.py bench --train train.csv --test test.csv --heads logreg,svm --poolings mean,mean+max
+  python cli.py bench --train train.csv --test test.csv --samples-per-label 8 --n-experiments 10   # MTEB
+  (features: a pooling, `+` to concatenate, `@layers` to choose layers: mean, mean+max, cls@-2, mean@-4:)""",
     "predict": """example:
   python cli.py predict --model-dir runs/demo-logreg --text "my parcel never arrived"
   delivery    0.912    my parcel never arrived""",
@@ -83,16 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", required=True, metavar="FILE",
                    help="CSV, TSV, JSONL or Parquet file (repeatable)")
 
-    p = sub.add_parser("fit", parents=[enc], help="fit a head on cached vectors and evaluate it",
-                       epilog=EXAMPLES["fit"], formatter_class=fmt)
-    p.add_argument("--train", required=True, metavar="FILE", help="labelled training file")
-    split = p.add_mutually_exclusive_group()
+    labelled = Parser(add_help=False)
+    g = labelled.add_argument_group("labelled data")
+    g.add_argument("--train", required=True, metavar="FILE", help="labelled training file")
+    split = g.add_mutually_exclusive_group()
     split.add_argument("--test", metavar="FILE", help="labelled test file")
     split.add_argument("--test-size", type=float, default=0.2, help="held-out share of --train when no --test")
+    g.add_argument("--label-col", default="label", help="column with the label (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed for the split, the heads and the CV folds")
+    g.add_argument("--out", default=None, help="output folder (default: runs/<time>-<head or bench>)")
+
+    p = sub.add_parser("fit", parents=[enc, labelled], help="fit a head on cached vectors and evaluate it",
+                       epilog=EXAMPLES["fit"], formatter_class=fmt)
     p.add_argument("--head", default="logreg", choices=sorted(HEADS), help="classifier head (default: %(default)s)")
-    p.add_argument("--label-col", default="label", help="column with the label (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split and the head")
-    p.add_argument("--out", default=None, help="model folder (default: runs/<time>-<head>)")
+    p.add_argument("--features", default=None,
+                   help="feature view, overriding --pooling/--layers: e.g. mean+max (concatenated), cls@-2")
+
+    p = sub.add_parser("bench", parents=[enc, labelled], help="compare heads and feature views in one table",
+                       epilog=EXAMPLES["bench"], formatter_class=fmt)
+    p.add_argument("--heads", default=None, help=f"comma-separated (default: all: {','.join(sorted(HEADS))})")
+    p.add_argument("--poolings", default=None, help="comma-separated feature views (default: --pooling)")
+    p.add_argument("--cv", type=int, default=3, help="cross-validation folds on the training set (default: 3)")
+    p.add_argument("--no-tune", action="store_true", help="default hyper-parameters, no search")
+    p.add_argument("--samples-per-label", type=int, default=0,
+                   help="MTEB protocol: logistic regression on this many random samples per label")
+    p.add_argument("--n-experiments", type=int, default=10, help="MTEB protocol: repetitions (default: 10)")
 
     p = sub.add_parser("cache", help="inspect, verify or prune the vector cache", epilog=EXAMPLES["cache"],
                        formatter_class=fmt)
@@ -123,196 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_encoder(args):
-    from extract import BertEncoder
-
-    return BertEncoder(model=args.model, pooling=args.pooling, layers=args.layers, max_length=args.max_length,
-                       normalize=args.normalize, precision=args.precision, batch_size=args.batch_size,
-                       device=args.device)
-
-
-def cache_dir(args) -> str:
-    from cache import default_cache_dir
-
-    return args.cache_dir or default_cache_dir()
-
-
-def run_embed(args, encoders, texts, pairs):
-    from extract import embed
-    from extract.pipeline import CHUNK_TEXTS
-
-    chunk = getattr(args, "chunk_size", CHUNK_TEXTS)
-    if chunk < 1:
-        raise BertfeatError(f"bad --chunk-size {chunk}; expected a positive number of texts")
-    return embed(encoders, texts, pairs, cache_dir(args), progress=not args.quiet, chunk_size=chunk)
-
-
-def cmd_embed(args) -> dict:
-    from extract import read_table
-
-    table = read_table(args.data, args.text_col, None, args.pair_col, args.encoding, args.drop_empty)
-    result = run_embed(args, [make_encoder(args)], table.texts, table.pairs)
-    summary = result.summary()
-    summary["dim"] = summary["dim"][0]
-    summary["cache_dir"] = os.path.abspath(cache_dir(args))
-    if not args.json:
-        print(f"{summary['n_texts']} texts ({summary['n_unique']} unique): {summary['n_cached']} from the cache, "
-              f"{summary['n_embedded']} embedded in {summary['seconds']:.1f} s; dim {summary['dim']}; "
-              f"cache {summary['cache_dir']}")
-    return summary
-
-
-def _split(train, test_size: float, seed: int):
-    from sklearn.model_selection import train_test_split
-
-    from extract import Table
-
-    if not 0 < test_size < 1:
-        raise BertfeatError(f"bad --test-size {test_size}; expected a fraction between 0 and 1, e.g. 0.2")
-    idx = list(range(len(train.texts)))
-    try:
-        a, b = train_test_split(idx, test_size=test_size, random_state=seed, stratify=train.labels)
-    except ValueError:  # a class with a single row cannot be stratified
-        log.warning("%s: some classes are too small to stratify the split; splitting at random", train.source)
-        a, b = train_test_split(idx, test_size=test_size, random_state=seed)
-
-    def take(rows, name):
-        pick = lambda seq: [seq[i] for i in rows] if seq is not None else None  # noqa: E731
-        return Table(pick(train.texts), pick(train.pairs), pick(train.labels), f"{train.source} ({name})",
-                     pick(train.rows))
-
-    return take(a, "train split"), take(b, "test split")
-
-
-def cmd_fit(args) -> dict:
-    import numpy as np
-
-    from classify import evaluate, format_report, make_head, package_versions, save_model_dir
-    from extract import read_table
-    from extract.data import check_labels
-
-    read = lambda path: read_table(path, args.text_col, args.label_col, args.pair_col,  # noqa: E731
-                                   args.encoding, args.drop_empty)
-    train = read(args.train)
-    test = read(args.test) if args.test else None
-    if test is None:
-        train, test = _split(train, args.test_size, args.seed)
-    for warning in check_labels(train, test):
-        log.warning(warning)
-    head = make_head(args.head, args.seed)  # fails on an unknown head before any embedding work
-    encoder = make_encoder(args)
-    pairs = train.pairs + test.pairs if train.pairs is not None else None
-    emb = run_embed(args, [encoder], train.texts + test.texts, pairs)
-    X = emb.vectors[0]
-    X_train, X_test = X[:len(train.texts)], X[len(train.texts):]
-    log.info("fitting %s on %d x %d", args.head, *X_train.shape)
-    t0 = time.perf_counter()
-    head.fit(X_train, np.asarray(train.labels))
-    fit_seconds = time.perf_counter() - t0
-    metrics = evaluate(test.labels, head.predict(X_test))
-    out = args.out or os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{args.head}")
-    settings = {k: v for k, v in vars(args).items() if k not in ("func",)}
-    params = encoder.get_params()
-    manifest = {"head": args.head, "encoder": params, "fingerprint": encoder.fingerprint(),
-                "labels": [str(c) for c in head.classes_], "text_col": args.text_col, "label_col": args.label_col,
-                "pair_col": args.pair_col}
-    summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-               "weighted_f1": metrics["weighted_f1"], "macro_precision": metrics["macro_precision"],
-               "macro_recall": metrics["macro_recall"]}
-    run = {"command": "fit", "argv": sys.argv[1:], "settings": settings, "versions": package_versions(),
-           "device": emb.device or "none (all vectors from the cache)", "embedding": emb.summary(), "metrics": summary,
-           "fit_seconds": fit_seconds, "n_train": len(train.texts), "n_test": len(test.texts),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    model_dir = save_model_dir(out, head, manifest, run)
-    result = {**metrics, "fit_seconds": round(fit_seconds, 3), "n_train": len(train.texts),
-              "n_test": len(test.texts), "head": args.head, "model": args.model, "model_dir": model_dir,
-              "embedding": emb.summary()}
-    if not args.json:
-        print(f"head {args.head} on {args.model} ({X.shape[1]} dims): {len(train.texts)} train, "
-              f"{len(test.texts)} test texts; fit {fit_seconds:.1f} s\n")
-        print(format_report(metrics))
-        print(f"\nmodel saved to {model_dir}")
-    return result
-
-
-def cmd_cache(args) -> dict:
-    from cache import admin
-
-    root = cache_dir(args)
-    if args.action == "info":
-        entries = admin.entries(root)
-        if not args.json:
-            print(f"cache {os.path.abspath(root)}: {len(entries)} encoder entr{'y' if len(entries) == 1 else 'ies'}, "
-                  f"{sum(e['bytes'] for e in entries) / 2**20:.1f} MiB")
-            for e in entries:
-                print(f"  {e['fingerprint'][:12]}  {e['model']}  pooling={e['pooling']} layers={e['layers']} "
-                      f"max_length={e['max_length']}  {e['rows']} vectors in {e['shards']} shards, "
-                      f"{e['bytes'] / 2**20:.1f} MiB, last write {time.strftime('%Y-%m-%d %H:%M', time.localtime(e['modified']))}")
-        return {"cache_dir": os.path.abspath(root), "entries": entries}
-    if args.action == "verify":
-        report = admin.verify(root)
-        for d in report["damaged"]:
-            log.error("damaged: %s/%s: %s", d["fingerprint"], d["shard"], d["problem"])
-        if not args.json:
-            print(f"{report['shards']} shards checked: {len(report['damaged'])} damaged, "
-                  f"{len(report['leftovers'])} leftover files of interrupted runs (never served)")
-        args.exit_code = 1 if report["damaged"] else 0
-        return report
-    removed = admin.prune(root, args.model, args.fingerprint, args.older_than, args.all, args.dry_run)
-    leftovers = admin.remove_leftovers(root) if args.leftovers and not args.dry_run else 0
-    if not args.json:
-        verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
-              f"({sum(e['bytes'] for e in removed) / 2**20:.1f} MiB)" + (f" and {leftovers} leftover files" if leftovers else ""))
-    return {"removed": removed, "dry_run": args.dry_run, "leftovers_removed": leftovers}
-
-
-def cmd_predict(args) -> dict | list:
-    import numpy as np
-
-    from classify import evaluate, load_head, read_manifest
-    from extract import BertEncoder, read_table
-
-    manifest = read_manifest(args.model_dir)
-    params = {**manifest["encoder"], "device": args.device, "batch_size": args.batch_size}
-    encoder = BertEncoder(**params)
-    if encoder.fingerprint() != manifest["fingerprint"]:
-        raise BertfeatError(
-            f"--model-dir {args.model_dir}: the encoder '{params['model']}' found here is not the one this head "
-            "was trained on (its weights or settings changed); fit the head again"
-        )
-    head = load_head(args.model_dir, manifest)
-    if args.text:
-        texts, pairs, labels = args.text, None, None
-    else:
-        table = read_table(args.data, manifest["text_col"], manifest["label_col"], manifest["pair_col"],
-                           args.encoding, args.drop_empty, label_optional=True)
-        texts, pairs, labels = table.texts, table.pairs, table.labels
-    emb = run_embed(args, [encoder], texts, pairs)
-    proba = head.predict_proba(emb.vectors[0])
-    classes = [str(c) for c in head.classes_]
-    best = np.argmax(proba, axis=1)
-    rows = [{"text": t, "label": classes[b], "proba": round(float(p[b]), 6)} for t, b, p in zip(texts, best, proba)]
-    accuracy = None
-    if labels is not None:
-        for row, true in zip(rows, labels):
-            row["true_label"] = true
-        accuracy = evaluate(labels, [r["label"] for r in rows])["accuracy"]
-        if args.json:  # the table prints it on stdout
-            log.info("accuracy %.4f on %d labelled texts", accuracy, len(rows))
-    if args.json:
-        return rows
-    width = max(len(c) for c in classes) + 2
-    for r in rows:
-        print(f"{r['label']:<{width}}{r['proba']:.3f}    {r['text']}")
-    if accuracy is not None:
-        print(f"\naccuracy {accuracy:.4f} on {len(rows)} labelled texts")
-    return rows
-
-
-COMMANDS = {"cache": cmd_cache, "embed": cmd_embed, "fit": cmd_fit, "predict": cmd_predict}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -322,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s: %(message)s" if args.quiet else "%(message)s")
     try:
+        from commands import COMMANDS
+
         result = COMMANDS[args.command](args)
     except BertfeatError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -186,3 +186,24 @@ def check_labels(train: Table, test: Table | None = None) -> list[str]:
                 f"({', '.join(sorted(set(unseen))[:5])}); they count as errors"
             )
     return warnings
+
+
+def split_table(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
+    """Stratified train/test split of a labelled table (random where a class is too small to stratify)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_size < 1:
+        raise BertfeatError(f"bad --test-size {test_size}; expected a fraction between 0 and 1, e.g. 0.2")
+    idx = list(range(len(table.texts)))
+    try:
+        a, b = train_test_split(idx, test_size=test_size, random_state=seed, stratify=table.labels)
+    except ValueError:  # a class with a single row cannot be stratified
+        log.warning("%s: some classes are too small to stratify the split; splitting at random", table.source)
+        a, b = train_test_split(idx, test_size=test_size, random_state=seed)
+
+    def take(rows, name):
+        pick = lambda seq: [seq[i] for i in rows] if seq is not None else None  # noqa: E731
+        return Table(pick(table.texts), pick(table.pairs), pick(table.labels), f"{table.source} ({name})",
+                     pick(table.rows))
+
+    return take(a, "train split"), take(b, "test split")

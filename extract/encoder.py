@@ -103,6 +103,25 @@ class BertEncoder(TransformerMixin, BaseEstimator):
         return embed([self], texts, pairs, cache_dir=self.cache_dir, progress=self.progress).vectors[0]
 
 
+def feature_encoders(spec: str, base: BertEncoder) -> list[BertEncoder]:
+    """A feature view -> its encoders: ``mean``, ``mean+max`` (concatenated), ``cls@-2``, ``mean@-4:``.
+
+    Each ``+`` part is a pooling with optional ``@layers``; the rest of the settings come from ``base``.
+    """
+    from sklearn.base import clone
+
+    encoders = []
+    for part in str(spec).split("+"):
+        pooling, _, layers = part.strip().partition("@")
+        encoder = clone(base).set_params(pooling=pooling, **({"layers": layers} if layers else {}))
+        try:
+            encoder.validate()
+        except BertfeatError as exc:
+            raise BertfeatError(f"feature view '{spec}': {exc}") from None
+        encoders.append(encoder)
+    return encoders
+
+
 def split_inputs(X) -> tuple[list[str], list[str] | None]:
     items = list(X)
     if items and isinstance(items[0], (tuple, list)):

@@ -1,0 +1,38 @@
+"""Small hyper-parameter grids per head, searched by successive halving with cross-validation.
+
+Grids stay small on purpose: bench answers "which head, on which features" in minutes, not hours.
+Parameter names are those of the registry's estimator (``step__param`` for a Pipeline).
+"""
+from __future__ import annotations
+
+import warnings
+
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (registers the class)
+from sklearn.model_selection import HalvingGridSearchCV, StratifiedKFold
+
+GRIDS = {
+    "knn": {"n_neighbors": [5, 10, 25]},
+    "lgbm": {"num_leaves": [7, 15]},
+    "logreg": {"C": [1.0, 10.0, 100.0]},
+    "mlp": {"alpha": [1e-4, 1e-2]},
+    "svm": {"calibratedclassifiercv__estimator__C": [1.0, 3.0, 10.0]},
+    "torch": {"hidden": [0, 512]},
+}
+
+
+def tune(head, name: str, X, y, cv: int, seed: int):
+    """Search ``GRIDS[name]`` with ``cv``-fold halving search; returns (refit best head, params, cv score)."""
+    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    grid = GRIDS.get(name, {})
+    search = HalvingGridSearchCV(head, grid, cv=folds, factor=3, scoring="accuracy", refit=True,
+                                 random_state=seed, n_jobs=1, error_score="raise",
+                                 min_resources=_min_resources(len(y), len(set(y)), cv))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small halving rounds warn about rare classes; the final round is full
+        search.fit(X, y)
+    return search.best_estimator_, search.best_params_, float(search.best_score_)
+
+
+def _min_resources(n: int, n_classes: int, cv: int) -> int:
+    # The first halving round must still hold every class in every fold.
+    return min(n, max(n // 3, n_classes * cv * 2))

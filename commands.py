@@ -1,0 +1,267 @@
+"""What each CLI subcommand does: glue from files through extract/ and cache/ to classify/ and back.
+
+Results go to stdout (a table, or the returned object as JSON); logs and progress bars go to stderr.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from errors import BertfeatError
+
+log = logging.getLogger("bertfeat")
+
+
+# -- shared steps ------------------------------------------------------------------------------
+def base_encoder(args):
+    from extract import BertEncoder
+
+    return BertEncoder(model=args.model, pooling=args.pooling, layers=args.layers, max_length=args.max_length,
+                       normalize=args.normalize, precision=args.precision, batch_size=args.batch_size,
+                       device=args.device)
+
+
+def cache_dir(args) -> str:
+    from cache import default_cache_dir
+
+    return args.cache_dir or default_cache_dir()
+
+
+def run_embed(args, encoders, texts, pairs):
+    from extract import embed
+    from extract.pipeline import CHUNK_TEXTS
+
+    chunk = getattr(args, "chunk_size", CHUNK_TEXTS)
+    if chunk < 1:
+        raise BertfeatError(f"bad --chunk-size {chunk}; expected a positive number of texts")
+    return embed(encoders, texts, pairs, cache_dir(args), progress=not args.quiet, chunk_size=chunk)
+
+
+def embed_views(args, specs: list[str], texts, pairs):
+    """Feature views -> {spec: array}. Every encoder of every view shares one forward pass."""
+    from extract import feature_encoders
+
+    views = {spec: feature_encoders(spec, base_encoder(args)) for spec in specs}
+    unique = {}
+    for encoders in views.values():
+        for enc in encoders:
+            unique.setdefault(enc.fingerprint(), enc)
+    emb = run_embed(args, list(unique.values()), texts, pairs)
+    by_fp = dict(zip(unique, emb.vectors))
+    arrays = {spec: np.hstack([by_fp[e.fingerprint()] for e in encs]) for spec, encs in views.items()}
+    return arrays, views, emb
+
+
+def read_labelled(args):
+    from extract import check_labels, read_table, split_table
+
+    def read(path):
+        return read_table(path, args.text_col, args.label_col, args.pair_col, args.encoding, args.drop_empty)
+
+    train = read(args.train)
+    test = read(args.test) if args.test else None
+    if test is None:
+        train, test = split_table(train, args.test_size, args.seed)
+    for warning in check_labels(train, test):
+        log.warning(warning)
+    pairs = train.pairs + test.pairs if train.pairs is not None else None
+    return train, test, train.texts + test.texts, pairs
+
+
+def save_model(args, out, head, head_name, spec, encoders, emb, summary, command):
+    from classify import package_versions, save_model_dir
+
+    manifest = {"head": head_name, "features": spec, "encoders": [e.get_params() for e in encoders],
+                "fingerprints": [e.fingerprint() for e in encoders], "labels": [str(c) for c in head.classes_],
+                "text_col": args.text_col, "label_col": args.label_col, "pair_col": args.pair_col}
+    run = {"command": command, "argv": sys.argv[1:], "settings": {k: v for k, v in vars(args).items()},
+           "versions": package_versions(), "device": emb.device or "none (all vectors from the cache)",
+           "embedding": emb.summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary}
+    return save_model_dir(out, head, manifest, run)
+
+
+def default_out(kind: str) -> str:
+    return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}")
+
+
+# -- subcommands -------------------------------------------------------------------------------
+def cmd_embed(args) -> dict:
+    from extract import read_table
+
+    table = read_table(args.data, args.text_col, None, args.pair_col, args.encoding, args.drop_empty)
+    result = run_embed(args, [base_encoder(args)], table.texts, table.pairs)
+    summary = {**result.summary(), "dim": result.vectors[0].shape[1], "cache_dir": os.path.abspath(cache_dir(args))}
+    if not args.json:
+        print(f"{summary['n_texts']} texts ({summary['n_unique']} unique): {summary['n_cached']} from the cache, "
+              f"{summary['n_embedded']} embedded in {summary['seconds']:.1f} s; dim {summary['dim']}; "
+              f"cache {summary['cache_dir']}")
+    return summary
+
+
+def cmd_fit(args) -> dict:
+    from classify import evaluate, format_report, make_head
+
+    head = make_head(args.head, args.seed)  # an unknown head fails before any embedding work
+    train, test, texts, pairs = read_labelled(args)
+    spec = args.features or (args.pooling if args.layers == "-1" else f"{args.pooling}@{args.layers}")
+    arrays, views, emb = embed_views(args, [spec], texts, pairs)
+    X_train, X_test = arrays[spec][:len(train.texts)], arrays[spec][len(train.texts):]
+    log.info("fitting %s on %d x %d", args.head, *X_train.shape)
+    t0 = time.perf_counter()
+    head.fit(X_train, np.asarray(train.labels))
+    fit_seconds = time.perf_counter() - t0
+    metrics = evaluate(test.labels, head.predict(X_test))
+    keys = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")
+    summary = {"metrics": {k: metrics[k] for k in keys}, "fit_seconds": fit_seconds,
+               "n_train": len(train.texts), "n_test": len(test.texts)}
+    model_dir = save_model(args, args.out or default_out(args.head), head, args.head, spec, views[spec], emb,
+                           summary, "fit")
+    if not args.json:
+        print(f"head {args.head} on {args.model} {spec} ({X_train.shape[1]} dims): {len(train.texts)} train, "
+              f"{len(test.texts)} test texts; fit {fit_seconds:.1f} s\n")
+        print(format_report(metrics))
+        print(f"\nmodel saved to {model_dir}")
+    return {**metrics, "fit_seconds": round(fit_seconds, 3), "n_train": len(train.texts),
+            "n_test": len(test.texts), "head": args.head, "features": spec, "model": args.model,
+            "model_dir": model_dir, "embedding": emb.summary()}
+
+
+def cmd_bench(args) -> dict:
+    from classify import HEADS
+    from classify.bench import mteb_protocol, run_bench
+    from classify.report import table, write_report
+
+    heads = _list_arg(args.heads, "--heads") if args.heads else sorted(HEADS)
+    for name in heads:
+        if name not in HEADS:
+            raise BertfeatError(f"--heads: unknown head '{name}'; expected one of: {', '.join(sorted(HEADS))}")
+    if args.cv < 2:
+        raise BertfeatError(f"bad --cv {args.cv}; expected 2 or more folds")
+    specs = _list_arg(args.poolings, "--poolings") if args.poolings else [args.pooling]
+    train, test, texts, pairs = read_labelled(args)
+    arrays, views, emb = embed_views(args, specs, texts, pairs)
+    n = len(train.texts)
+    split = {spec: (a[:n], a[n:]) for spec, a in arrays.items()}
+    out = args.out or default_out("bench")
+    if args.samples_per_label:
+        X_train, X_test = split[specs[0]]
+        result = mteb_protocol(X_train, train.labels, X_test, test.labels, args.samples_per_label,
+                               args.n_experiments, args.seed)
+        result["features"] = specs[0]
+        if not args.json:
+            print(f"MTEB protocol, {specs[0]}: accuracy {100 * result['accuracy_mean']:.2f} "
+                  f"± {100 * result['accuracy_std']:.2f} over {args.n_experiments} experiments of "
+                  f"{args.samples_per_label} samples per label")
+        return result
+
+    def progress(r):
+        log.info("%-7s %-12s cv %.4f  test acc %.4f  macro-F1 %.4f  (%.1f s)", r.head, r.features, r.cv_score,
+                 r.accuracy, r.macro_f1, r.fit_seconds)
+
+    t0 = time.perf_counter()
+    results, (best, best_head, best_metrics) = run_bench(split, train.labels, test.labels, heads, args.cv,
+                                                        not args.no_tune, args.seed, progress)
+    rows = [r.as_dict() for r in results]
+    context = {"train": args.train, "test": args.test or f"{args.test_size:.0%} of train", "model": args.model,
+               "n_train": n, "n_test": len(test.texts), "cv": args.cv, "tune": not args.no_tune,
+               "bench_seconds": time.perf_counter() - t0, "embedding": emb.summary()}
+    summary = {"metrics": {k: best_metrics[k] for k in ("accuracy", "macro_f1")}, "bench": rows,
+               "n_train": n, "n_test": len(test.texts)}
+    model_dir = save_model(args, os.path.join(out, "best-model"), best_head, best.head, best.features,
+                           views[best.features], emb, summary, "bench")
+    files = write_report(out, rows, best.as_dict(), best_metrics, context)
+    if not args.json:
+        print(table(rows))
+        print(f"\nbest by {args.cv}-fold CV: {best.head} on {best.features} (cv {best.cv_score:.4f}, "
+              f"test accuracy {best.accuracy:.4f}); model saved to {model_dir}")
+        print(f"report: {', '.join(files)}")
+    return {"results": rows, "best": best.as_dict(), "model_dir": model_dir, "out": os.path.abspath(out),
+            "seconds": round(context["bench_seconds"], 2), "embedding": emb.summary()}
+
+
+def _list_arg(value: str, flag: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise BertfeatError(f"{flag} is empty; give a comma-separated list")
+    return items
+
+
+def cmd_predict(args):
+    from classify import evaluate, load_head, read_manifest
+    from extract import BertEncoder, read_table
+
+    manifest = read_manifest(args.model_dir)
+    encoders = [BertEncoder(**{**params, "device": args.device, "batch_size": args.batch_size})
+                for params in manifest["encoders"]]
+    if [e.fingerprint() for e in encoders] != manifest["fingerprints"]:
+        raise BertfeatError(
+            f"--model-dir {args.model_dir}: the encoder '{encoders[0].model}' found here is not the one this "
+            "head was trained on (its weights or settings changed); fit the head again"
+        )
+    head = load_head(args.model_dir, manifest)
+    if args.text:
+        texts, pairs, labels = args.text, None, None
+    else:
+        table = read_table(args.data, manifest["text_col"], manifest["label_col"], manifest["pair_col"],
+                           args.encoding, args.drop_empty, label_optional=True)
+        texts, pairs, labels = table.texts, table.pairs, table.labels
+    emb = run_embed(args, encoders, texts, pairs)
+    proba = head.predict_proba(np.hstack(emb.vectors))
+    classes = [str(c) for c in head.classes_]
+    best = proba.argmax(1)
+    rows = [{"text": t, "label": classes[b], "proba": round(float(p[b]), 6)} for t, b, p in zip(texts, best, proba)]
+    accuracy = None
+    if labels is not None:
+        for row, true in zip(rows, labels):
+            row["true_label"] = true
+        accuracy = evaluate(labels, [r["label"] for r in rows])["accuracy"]
+        if args.json:  # the table prints it on stdout
+            log.info("accuracy %.4f on %d labelled texts", accuracy, len(rows))
+    if args.json:
+        return rows
+    width = max(len(c) for c in classes) + 2
+    for r in rows:
+        print(f"{r['label']:<{width}}{r['proba']:.3f}    {r['text']}")
+    if accuracy is not None:
+        print(f"\naccuracy {accuracy:.4f} on {len(rows)} labelled texts")
+    return rows
+
+
+def cmd_cache(args) -> dict:
+    from cache import admin
+
+    root = cache_dir(args)
+    if args.action == "info":
+        entries = admin.entries(root)
+        if not args.json:
+            print(f"cache {os.path.abspath(root)}: {len(entries)} encoder entries, "
+                  f"{sum(e['bytes'] for e in entries) / 2**20:.1f} MiB")
+            for e in entries:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["modified"]))
+                print(f"  {e['fingerprint'][:12]}  {e['model']}  pooling={e['pooling']} layers={e['layers']} "
+                      f"max_length={e['max_length']}  {e['rows']} vectors in {e['shards']} shards, "
+                      f"{e['bytes'] / 2**20:.1f} MiB, last write {when}")
+        return {"cache_dir": os.path.abspath(root), "entries": entries}
+    if args.action == "verify":
+        report = admin.verify(root)
+        for d in report["damaged"]:
+            log.error("damaged: %s/%s: %s", d["fingerprint"], d["shard"], d["problem"])
+        if not args.json:
+            print(f"{report['shards']} shards checked: {len(report['damaged'])} damaged, "
+                  f"{len(report['leftovers'])} leftover files of interrupted runs (never served)")
+        args.exit_code = 1 if report["damaged"] else 0
+        return report
+    removed = admin.prune(root, args.model, args.fingerprint, args.older_than, args.all, args.dry_run)
+    leftovers = admin.remove_leftovers(root) if args.leftovers and not args.dry_run else 0
+    if not args.json:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} entries ({sum(e['bytes'] for e in removed) / 2**20:.1f} MiB)"
+              + (f" and {leftovers} leftover files" if leftovers else ""))
+    return {"removed": removed, "dry_run": args.dry_run, "leftovers_removed": leftovers}
+
+
+COMMANDS = {"bench": cmd_bench, "cache": cmd_cache, "embed": cmd_embed, "fit": cmd_fit, "predict": cmd_predict}
