@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poolings", default=None, help="comma-separated feature views (default: --pooling)")
     p.add_argument("--cv", type=int, default=3, help="cross-validation folds on the training set (default: 3)")
     p.add_argument("--no-tune", action="store_true", help="default hyper-parameters, no search")
+    p.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: one per core)")
     p.add_argument("--samples-per-label", type=int, default=0,
                    help="MTEB protocol: logistic regression on this many random samples per label")
     p.add_argument("--n-experiments", type=int, default=10, help="MTEB protocol: repetitions (default: 10)")

@@ -164,7 +164,7 @@ def cmd_bench(args) -> dict:
 
     t0 = time.perf_counter()
     results, (best, best_head, best_metrics) = run_bench(split, train.labels, test.labels, heads, args.cv,
-                                                        not args.no_tune, args.seed, progress)
+                                                        not args.no_tune, args.seed, progress, args.jobs)
     rows = [r.as_dict() for r in results]
     context = {"train": args.train, "test": args.test or f"{args.test_size:.0%} of train", "model": args.model,
                "n_train": n, "n_test": len(test.texts), "cv": args.cv, "tune": not args.no_tune,

@@ -12,7 +12,7 @@ from sklearn.model_selection import HalvingGridSearchCV, StratifiedKFold
 
 GRIDS = {
     "knn": {"n_neighbors": [5, 10, 25]},
-    "lgbm": {"num_leaves": [7, 15]},
+    "lgbm": {"lgbmclassifier__num_leaves": [7, 15]},
     "logreg": {"C": [1.0, 10.0, 100.0]},
     "mlp": {"alpha": [1e-4, 1e-2]},
     "svm": {"calibratedclassifiercv__estimator__C": [1.0, 3.0, 10.0]},
