@@ -46,7 +46,7 @@ class Parser(argparse.ArgumentParser):
 
 def _encoder_flags() -> argparse.ArgumentParser:
     from extract import DEFAULT_MODEL, POOLINGS
-    from extract.encoder import PRECISIONS
+    from extract.encoder import LONG_MODES, PRECISIONS
 
     p = Parser(add_help=False)
     g = p.add_argument_group("encoder and data")
@@ -58,7 +58,11 @@ def _encoder_flags() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--max-length", type=int, default=256, help="tokens per text; longer ones are truncated")
     g.add_argument("--no-normalize", dest="normalize", action="store_false", help="keep raw (unnormalized) vectors")
-    g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="forward-pass precision")
+    g.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="forward pass: auto (bf16 where the CPU/GPU has it, else fp32; vectors match fp32 to "
+                        "cosine >= 0.999), fp32, bf16, fp16, or int8 (CPU, fastest, cosine ~0.99)")
+    g.add_argument("--long", default="truncate", choices=LONG_MODES,
+                   help="texts over --max-length: truncate (counted), or chunk into overlapping windows and average")
     g.add_argument("--batch-size", type=int, default=128, help="most texts per forward batch")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
     g.add_argument("--cache-dir", default=None, help="vector cache (default: $BERTFEAT_CACHE or ~/.cache/bertfeat)")

@@ -21,8 +21,8 @@ def base_encoder(args):
     from extract import BertEncoder
 
     return BertEncoder(model=args.model, pooling=args.pooling, layers=args.layers, max_length=args.max_length,
-                       normalize=args.normalize, precision=args.precision, batch_size=args.batch_size,
-                       device=args.device)
+                       long=args.long, normalize=args.normalize, precision=args.precision,
+                       batch_size=args.batch_size, device=args.device)
 
 
 def cache_dir(args) -> str:

@@ -9,31 +9,47 @@ from tokenizers import Tokenizer
 
 @dataclass
 class Tokenized:
-    ids: list[np.ndarray]   # token ids per text, truncated, special tokens included
-    types: list[np.ndarray]  # segment ids per text (0 for the first text, 1 for the pair)
-    n_truncated: int
+    ids: list[np.ndarray]   # token ids per row, truncated, special tokens included
+    types: list[np.ndarray]  # segment ids per row (0 for the first text, 1 for the pair)
+    owner: np.ndarray  # the text each row belongs to; a long text split into windows owns several rows
+    n_truncated: int  # texts that lost tokens
+    n_windowed: int = 0  # texts split into several windows
 
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(i) for i in self.ids), dtype=np.int64, count=len(self.ids))
 
 
-def backend_for(tokenizer, max_length: int) -> Tokenizer:
-    """A private copy of the Rust tokenizer, truncating at ``max_length`` and never padding."""
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+def backend_for(tokenizer_json: str, max_length: int, stride: int = 0) -> Tokenizer:
+    """A private Rust tokenizer from its JSON, truncating at ``max_length`` and never padding.
+
+    ``stride`` > 0: what truncation cuts off comes back as windows that overlap by ``stride`` tokens.
+    """
+    backend = Tokenizer.from_str(tokenizer_json)
     backend.no_padding()
-    backend.enable_truncation(max_length)
+    backend.enable_truncation(max_length, stride=stride)
     return backend
 
 
-def tokenize(backend: Tokenizer, texts: list[str], pairs: list[str] | None = None) -> Tokenized:
-    """One large parallel backend call (Rayon threads) instead of per-batch Python tokenizer calls."""
+def tokenize(backend: Tokenizer, texts: list[str], pairs: list[str] | None = None,
+             windows: bool = False) -> Tokenized:
+    """One large parallel backend call (Rayon threads) instead of per-batch Python tokenizer calls.
+
+    ``windows``: a text longer than the limit becomes several rows (its overflowing windows) instead of
+    being truncated; ``owner`` maps rows back to texts.
+    """
     inputs = texts if pairs is None else list(zip(texts, pairs))
     encodings = backend.encode_batch(inputs, add_special_tokens=True)
+    n_long = sum(1 for e in encodings if e.overflowing)
+    if windows and n_long:
+        rows = [(i, r) for i, e in enumerate(encodings) for r in (e, *e.overflowing)]
+        owner = np.fromiter((i for i, _ in rows), dtype=np.int64, count=len(rows))
+        encodings = [r for _, r in rows]
+    else:
+        owner = np.arange(len(encodings))
     ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
     types = [np.asarray(e.type_ids, dtype=np.int64) for e in encodings]
-    n_truncated = sum(1 for e in encodings if e.overflowing)
-    return Tokenized(ids, types, n_truncated)
+    return Tokenized(ids, types, owner, 0 if windows else n_long, n_long if windows else 0)
 
 
 def plan_batches(lengths: np.ndarray, max_tokens: int, max_texts: int) -> list[np.ndarray]:
@@ -58,3 +74,44 @@ def pad(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     out = np.full(mask.shape, pad_id, dtype=np.int64)
     out[mask] = np.concatenate(rows)
     return out, mask.astype(np.int64)
+
+
+class WindowMerger:
+    """Turn per-row vectors back into per-text vectors: a windowed text gets the mean of its windows.
+
+    Rows arrive batch by batch in any order; a text comes out once all its windows are in, so callers can
+    commit finished texts as they go. With ``normalize``, the mean is L2-normalized again (a mean of unit
+    vectors is shorter than one).
+    """
+
+    def __init__(self, owner: np.ndarray, normalize: list[bool]):
+        self.owner = owner
+        self.normalize = normalize
+        self.left = np.bincount(owner, minlength=int(owner.max()) + 1 if len(owner) else 0)
+        self.total = self.left.copy()
+        self.sums: dict[int, list[np.ndarray]] = {}
+
+    def add(self, rows: np.ndarray, outs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Vectors of ``rows`` (one array per view) -> (finished texts, their vectors per view)."""
+        texts = self.owner[rows]
+        whole = self.total[texts] == 1
+        if whole.all():
+            return texts, outs
+        done, done_rows = list(texts[whole]), [[out[whole] for out in outs]]
+        for j in np.flatnonzero(~whole):
+            text = int(texts[j])
+            parts = self.sums.setdefault(text, [np.zeros(out.shape[1], dtype=np.float64) for out in outs])
+            for part, out in zip(parts, outs):
+                part += out[j]
+            self.left[text] -= 1
+            if self.left[text] == 0:
+                done.append(text)
+                done_rows.append([self._finish(part / self.total[text], v)[None]
+                                  for v, part in enumerate(self.sums.pop(text))])
+        return np.asarray(done, dtype=np.int64), [np.concatenate(views).astype(np.float32)
+                                                  for views in zip(*done_rows)]
+
+    def _finish(self, vector: np.ndarray, view: int) -> np.ndarray:
+        if self.normalize[view]:
+            vector = vector / max(np.linalg.norm(vector), 1e-12)
+        return vector

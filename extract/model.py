@@ -1,4 +1,4 @@
-"""Find, identify and load encoder weights; resolve the device. Never touches the network for local models."""
+"""Find, identify and load encoder weights; resolve device, precision and runtime. No network for local models."""
 from __future__ import annotations
 
 import functools
@@ -87,6 +87,62 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: no cheap, reliable probe, so assume no native bf16
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> the fastest precision whose vectors still match fp32 (cosine >= 0.999) on ``device``.
+
+    ``device`` must already be resolved. int8 is never chosen: its vectors drift further (it stays opt-in).
+    Returns the resolved name; never stored back on a parameter.
+    """
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        import torch
+
+        resolved = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    elif device == "cpu":
+        resolved = "bf16" if cpu_has_bf16() else "fp32"
+    else:  # mps: half-precision coverage varies by macOS version; fp32 always works
+        resolved = "fp32"
+    log.info("precision: %s", resolved)
+    return resolved
+
+
+def runtime_for(precision: str, device: str) -> str:
+    """Which engine runs a resolved precision: torch, or an ONNX export on onnxruntime / openvino (CPU only).
+
+    On a CPU, torch's bf16 is slower than OpenVINO's and its int8 (per-tensor) loses accuracy, so those
+    two precisions run from an ONNX export; fp32 stays on torch, the reference path.
+    """
+    if precision == "int8":
+        if device != "cpu":
+            raise BertfeatError(f"precision 'int8' runs on the CPU only, not '{device}'; "
+                                "use --precision bf16 or fp16 there, or --device cpu")
+        return "onnxruntime"
+    if precision == "bf16" and device == "cpu" and _has_openvino():
+        return "openvino"
+    return "torch"
+
+
+@functools.lru_cache(maxsize=1)
+def _has_openvino() -> bool:
+    import importlib.util
+
+    found = importlib.util.find_spec("openvino") is not None
+    if not found:  # once per process: the fallback works, it is only slower
+        log.warning("precision bf16 on CPU runs faster with OpenVINO (pip install openvino); using torch")
+    return found
+
+
 @functools.lru_cache(maxsize=4)
 def load_model(model_dir: str, device: str, dtype_name: str):
     """Load tokenizer + encoder once per process; frozen, in eval mode."""
@@ -113,3 +169,12 @@ def _has_pooler_arg(model_dir: str) -> bool:
 
     with open(os.path.join(model_dir, "config.json")) as fh:
         return json.load(fh).get("model_type") in ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+
+
+def position_limit(tokenizer, config) -> int:
+    """Most tokens the model takes: its position table, or the tokenizer's limit when that is lower."""
+    limits = [getattr(config, "max_position_embeddings", 512)]
+    if getattr(tokenizer, "model_max_length", 0) and tokenizer.model_max_length < 100_000:
+        limits.append(tokenizer.model_max_length)
+    # RoBERTa-style models reserve position ids for padding; the tokenizer's own limit covers that.
+    return min(limits)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,20 +31,23 @@ class Embedded:
     seconds: float
     device: str | None = None  # None when every vector came from the cache
     shards: list[str] = field(default_factory=list)
+    n_windowed: int = 0  # long texts embedded as several windows (long="chunk")
+    precision: str | None = None  # as resolved ("auto" never appears); None when nothing was embedded
 
     def summary(self) -> dict:
         return {"n_texts": self.n_texts, "n_unique": self.n_unique, "n_cached": self.n_cached,
                 "n_embedded": self.n_embedded, "n_truncated": self.n_truncated,
                 "seconds": round(self.seconds, 3), "dim": [int(v.shape[1]) for v in self.vectors],
-                "device": self.device}
+                "device": self.device, "precision": self.precision, "n_windowed": self.n_windowed}
 
 
 def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None = None,
           cache_dir: str | None = None, progress: bool = True, chunk_size: int = CHUNK_TEXTS) -> Embedded:
     """Vectors for ``texts`` from every encoder; only texts missing from the cache reach the model.
 
-    Encoders must agree on model, max_length and precision; they may differ in pooling, layers and
-    normalize, and then one forward pass fills all of them.
+    Encoders must agree on model, max_length, long and precision; they may differ in pooling, layers and
+    normalize, and then one forward pass fills all of them. ONNX exports (int8, and bf16 on a CPU) are kept
+    under ``$BERTFEAT_MODELS`` if set, else ``cache_dir``, else the default cache folder.
     """
     start = time.perf_counter()
     for enc in encoders:
@@ -64,33 +68,35 @@ def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None
             results[i][found] = vecs
         need |= ~found
     todo = np.flatnonzero(need)
-    n_truncated, shards, device = 0, [], None
+    n_truncated, n_windowed, shards, device, precision = 0, 0, [], None, None
     if len(todo):
-        forward = Forward(encoders)
-        device = forward.device
+        forward = Forward(encoders, model_cache=os.environ.get("BERTFEAT_MODELS") or cache_dir)
+        device, precision = forward.device, forward.precision
         u_texts = [texts[first[j]] for j in todo]
         u_pairs = [pairs[first[j]] for j in todo] if pairs is not None else None
-        tok = batching.tokenize(forward.backend, u_texts, u_pairs)
-        n_truncated = tok.n_truncated
+        tok = batching.tokenize(forward.backend, u_texts, u_pairs, windows=forward.windows)
+        n_truncated, n_windowed = tok.n_truncated, tok.n_windowed
         if n_truncated:
             log.warning("%d of %d texts were longer than %d tokens and were truncated",
-                        n_truncated, len(todo), forward.backend.truncation["max_length"])
+                        n_truncated, len(todo), forward.max_length)
+        if n_windowed:
+            log.info("%d of %d texts were longer than %d tokens: embedded as %d overlapping windows",
+                     n_windowed, len(todo), forward.max_length, len(tok.ids) - len(todo) + n_windowed)
         batches = batching.plan_batches(tok.lengths, forward.max_tokens, forward.max_texts)
+        merger = batching.WindowMerger(tok.owner, [normalize for _, _, normalize in forward.views])
         bar = _progress(len(todo), progress)
         pending: list[tuple[np.ndarray, list[np.ndarray]]] = []
-        done = 0
-        for b, batch in enumerate(batches):
-            outs = forward.run([tok.ids[k] for k in batch], [tok.types[k] for k in batch])
-            pending.append((todo[batch], outs))
-            done += len(batch)
-            bar.update(len(batch))
+        for b, (batch, outs) in enumerate(forward.map(tok, batches)):
+            finished, outs = merger.add(batch, outs)
+            pending.append((todo[finished], outs))
+            bar.update(len(finished))
             if sum(len(p[0]) for p in pending) >= chunk_size or b == len(batches) - 1:
                 shards += _commit(pending, results, stores, found_masks, uniq_keys, n_unique)
                 pending = []
         bar.close()
     vectors = [r[inverse] for r in results]
     return Embedded(vectors, len(texts), n_unique, n_unique - len(todo), len(todo), n_truncated,
-                    time.perf_counter() - start, device, shards)
+                    time.perf_counter() - start, device, shards, n_windowed, precision)
 
 
 def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> list[str]:

@@ -2,12 +2,16 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+# One folder of ONNX exports for the whole session (subprocesses inherit it): each test's own vector
+# cache then does not pay for a fresh export, and nothing is written under the user's ~/.cache.
+os.environ.setdefault("BERTFEAT_MODELS", tempfile.mkdtemp(prefix="bertfeat-models-"))
 
 DEMO_TRAIN = os.path.join(ROOT, "data", "demo", "train.csv")
 DEMO_TEST = os.path.join(ROOT, "data", "demo", "test.csv")

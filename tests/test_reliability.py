@@ -27,7 +27,9 @@ def _slice(tmp_path, name, start, stop, source=TREC):
 
 
 def _committed(cache):
-    return [n for _, _, files in os.walk(cache) for n in files if n.endswith(".json") and n != "encoder.json"]
+    """Commit records of vector shards (model exports under models/ are not shards)."""
+    return [n for root, _, files in os.walk(cache) for n in files
+            if n.endswith(".json") and n != "encoder.json" and "models" not in os.path.relpath(root, cache).split(os.sep)]
 
 
 def _stored_vectors(data, cache):
