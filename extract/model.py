@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 
+from cache import sha256_file
 from errors import BertfeatError
 
 log = logging.getLogger("bertfeat")
@@ -39,19 +40,11 @@ def resolve_model_dir(model: str) -> str:
         ) from None
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=16)
 def _weights_id_cached(model_dir: str, stamp: tuple) -> str:
     digest = hashlib.sha256()
     for name, _size, _mtime in stamp:
-        digest.update(name.encode() + b"\0" + _file_sha256(os.path.join(model_dir, name)).encode())
+        digest.update(name.encode() + b"\0" + sha256_file(os.path.join(model_dir, name)).encode())
     return digest.hexdigest()
 
 
