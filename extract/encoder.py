@@ -174,6 +174,7 @@ class Forward:
         self.encoders = encoders
         self.device = model_io.resolve_device(first.device)
         self.precision, self.runtime = first.resolve_precision(self.device)
+        log.info("encoder %s on %s, %s via %s", first.model, self.device, self.precision, self.runtime)
         self.views = [(enc.pooling, parse_layers(enc.layers), enc.normalize) for enc in encoders]
         self.all_hidden = any(layers != (-1,) for _, layers, _ in self.views)
         model_dir = str(model_io.resolve_model_dir(first.model))

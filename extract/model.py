@@ -74,7 +74,7 @@ def resolve_device(device: str = "auto") -> str:
             device = "mps"
         else:
             device = "cpu"
-        log.info("device: %s", device)
+        log.debug("device: %s", device)
     elif device.startswith("cuda") and not torch.cuda.is_available():
         raise BertfeatError(f"device '{device}' asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     return device
@@ -106,7 +106,7 @@ def resolve_precision(precision: str, device: str) -> str:
         resolved = "bf16" if cpu_has_bf16() else "fp32"
     else:  # mps: half-precision coverage varies by macOS version; fp32 always works
         resolved = "fp32"
-    log.info("precision: %s", resolved)
+    log.debug("precision: %s", resolved)
     return resolved
 
 
