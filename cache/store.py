@@ -13,6 +13,7 @@ served. Shards are named by their content and never rewritten, so many writers n
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -79,6 +80,12 @@ def _storage_error(root: str, exc: OSError) -> BertfeatError:
         f"cache {root}: cannot write ({exc.strerror or exc}); free disk space or pass --cache-dir "
         "to a writable folder"
     )
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 class VectorStore:
@@ -174,10 +181,13 @@ class VectorStore:
             os.makedirs(self.folder, exist_ok=True)
             if self.settings is not None and not os.path.exists(os.path.join(self.folder, "encoder.json")):
                 atomic_write_json(os.path.join(self.folder, "encoder.json"), self.settings)
-            atomic_write(keys_path, lambda fh: np.save(fh, keys))
-            atomic_write(vec_path, lambda fh: np.save(fh, vectors))
+            # Serialized once in memory: the checksum comes from the bytes written, not a re-read.
+            keys_bytes, vec_bytes = _npy_bytes(keys), _npy_bytes(vectors)
+            atomic_write(keys_path, lambda fh: fh.write(keys_bytes))
+            atomic_write(vec_path, lambda fh: fh.write(vec_bytes))
             meta = {"rows": int(len(keys)), "dim": int(vectors.shape[1]), "created": time.time(),
-                    "keys_sha256": sha256_file(keys_path), "vectors_sha256": sha256_file(vec_path)}
+                    "keys_sha256": hashlib.sha256(keys_bytes).hexdigest(),
+                    "vectors_sha256": hashlib.sha256(vec_bytes).hexdigest()}
             atomic_write_json(meta_path, meta)
         except OSError as exc:
             for path in (meta_path, vec_path, keys_path):

@@ -1,7 +1,6 @@
 """bench output: the comparison table, results.json / results.md, and the plots."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np

@@ -53,8 +53,8 @@ def _read_frame(path: str, encoding: str) -> pd.DataFrame:
         if kind == "jsonl":
             return pd.read_json(path, lines=True, dtype=False, encoding=encoding)
         return pd.read_parquet(path)
-    except UnicodeDecodeError as exc:
-        row = _bad_utf8_row(path, encoding, exc)
+    except UnicodeDecodeError:
+        row = _bad_utf8_row(path, encoding)
         raise BertfeatError(
             f"{path}: bytes that are not valid {encoding} near line {row}; "
             f"re-save the file as UTF-8 or pass --encoding (e.g. --encoding latin-1)"
@@ -66,7 +66,7 @@ def _read_frame(path: str, encoding: str) -> pd.DataFrame:
         raise BertfeatError(f"{path}: could not parse as {kind}: {first}") from None
 
 
-def _bad_utf8_row(path: str, encoding: str, exc: UnicodeDecodeError) -> int | str:
+def _bad_utf8_row(path: str, encoding: str) -> int | str:
     # The decoder's offset is relative to a parser buffer, so find the physical line ourselves.
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, start=1):
@@ -121,6 +121,7 @@ def read_table(
     """
     paths = [paths] if isinstance(paths, str) else list(paths)
     texts, pairs, labels, rows = [], [], [], []
+    has_labels = True  # labels are returned only if every file has them
     for path in paths:
         frame = _read_frame(path, encoding)
         if len(frame) == 0:
@@ -128,7 +129,7 @@ def read_table(
         t = _column(frame, text_col, path, "--text-col")
         p = _column(frame, pair_col, path, "--pair-col") if pair_col else None
         use_labels = bool(label_col) and not (label_optional and label_col not in frame.columns)
-        has_labels = use_labels if path == paths[0] else has_labels and use_labels
+        has_labels = has_labels and use_labels
         y = _column(frame, label_col, path, "--label-col") if use_labels else None
         empty = [i + 2 for i, v in enumerate(t) if _is_blank(v)]  # +2: 1-based, after the header
         if empty and not drop_empty:

@@ -171,7 +171,6 @@ class Forward:
             enc.validate()
             if any(getattr(enc, p) != getattr(first, p) for p in FORWARD_PARAMS):
                 raise BertfeatError(f"encoders share one forward pass only if {', '.join(FORWARD_PARAMS)} agree")
-        self.encoders = encoders
         self.device = model_io.resolve_device(first.device)
         self.precision, self.runtime = first.resolve_precision(self.device)
         log.info("encoder %s on %s, %s via %s", first.model, self.device, self.precision, self.runtime)

@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +30,6 @@ class Embedded:
     n_truncated: int
     seconds: float
     device: str | None = None  # None when every vector came from the cache
-    shards: list[str] = field(default_factory=list)
     n_windowed: int = 0  # long texts embedded as several windows (long="chunk")
     precision: str | None = None  # as resolved ("auto" never appears); None when nothing was embedded
 
@@ -68,7 +67,7 @@ def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None
             results[i][found] = vecs
         need |= ~found
     todo = np.flatnonzero(need)
-    n_truncated, n_windowed, shards, device, precision = 0, 0, [], None, None
+    n_truncated, n_windowed, device, precision = 0, 0, None, None
     if len(todo):
         forward = Forward(encoders, model_cache=os.environ.get("BERTFEAT_MODELS") or cache_dir)
         device, precision = forward.device, forward.precision
@@ -91,18 +90,17 @@ def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None
             pending.append((todo[finished], outs))
             bar.update(len(finished))
             if sum(len(p[0]) for p in pending) >= chunk_size or b == len(batches) - 1:
-                shards += _commit(pending, results, stores, found_masks, uniq_keys, n_unique)
+                _commit(pending, results, stores, found_masks, uniq_keys, n_unique)
                 pending = []
         bar.close()
     vectors = [r[inverse] for r in results]
     return Embedded(vectors, len(texts), n_unique, n_unique - len(todo), len(todo), n_truncated,
-                    time.perf_counter() - start, device, shards, n_windowed, precision)
+                    time.perf_counter() - start, device, n_windowed, precision)
 
 
-def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> list[str]:
+def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> None:
     """Place a chunk's vectors in the results and store them for the encoders that lacked them."""
     positions = np.concatenate([p[0] for p in pending])
-    shards = []
     for i, store in enumerate(stores):
         chunk = np.concatenate([p[1][i] for p in pending])
         if results[i] is None:
@@ -111,8 +109,7 @@ def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> list[
         if store is not None:
             missing = ~found_masks[i][positions]
             if missing.any():
-                shards.append(store.put(uniq_keys[positions[missing]], chunk[missing]))
-    return shards
+                store.put(uniq_keys[positions[missing]], chunk[missing])
 
 
 def _progress(total: int, enabled: bool):

@@ -1,6 +1,5 @@
 """Never lose work, never crash on bad input: kill/resume, concurrent writers, full disks, cache admin."""
 import errno
-import json
 import os
 import signal
 import subprocess
