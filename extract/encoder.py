@@ -164,8 +164,6 @@ class Forward:
     """
 
     def __init__(self, encoders: list[BertEncoder], model_cache: str | None = None):
-        import torch
-
         first = encoders[0]
         for enc in encoders:
             enc.validate()
@@ -178,6 +176,9 @@ class Forward:
         self.all_hidden = any(layers != (-1,) for _, layers, _ in self.views)
         model_dir = str(model_io.resolve_model_dir(first.model))
         if self.runtime == "torch":
+            import torch
+
+            self._torch = torch
             self.tokenizer, self.net = model_io.load_model(model_dir, self.device, self.precision)
             self.engine = None
             tokenizer_json = self.tokenizer.backend_tokenizer.to_str()
@@ -192,7 +193,7 @@ class Forward:
 
             # Streams: one single-thread stream per core beats one multi-thread stream on the small
             # batches a CPU runs (3-15% measured: less synchronisation, no idle threads at batch edges).
-            threads = torch.get_num_threads()
+            threads = model_io.cpu_threads()
             self.engine = onnx_backend.load_engine(model_dir, self.precision, self.runtime, self.all_hidden,
                                                    model_cache or default_cache_dir(), threads, threads)
             meta = self.engine.meta
@@ -208,28 +209,23 @@ class Forward:
         # and fall out of cache (2,048 ran 10-25% faster than 8,192 on the ONNX runtimes).
         self.max_tokens = 65536 if self.device != "cpu" else 2048
         self.max_texts = first.batch_size
-        self._torch = torch
 
     def run(self, batch_ids: list[np.ndarray], batch_types: list[np.ndarray]) -> list[np.ndarray]:
         """Forward one batch; returns one float32 array per view, rows in batch order."""
-        torch = self._torch
         ids, mask = batching.pad(batch_ids, self.pad_id)
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.inputs:
             feed["token_type_ids"] = batching.pad(batch_types, 0)[0]
+        if self.engine is not None:
+            hidden = self.engine.run(feed)
+            return [pool_layers(hidden, mask, pooling, layers, normalize, np).astype(np.float32, copy=False)
+                    for pooling, layers, normalize in self.views]
+        torch = self._torch
         with torch.inference_mode():
-            if self.engine is not None:
-                hidden = tuple(torch.from_numpy(h) for h in self.engine.run(feed))
-                mask_t = torch.from_numpy(mask)
-            else:
-                hidden, mask_t = self._torch_forward(feed)
-            results = []
-            for pooling, layers, normalize in self.views:
-                vec = pool_layers(hidden, mask_t, pooling, layers)
-                if normalize:
-                    vec = torch.nn.functional.normalize(vec, dim=-1)
-                results.append(vec.cpu().numpy())
-        return results
+            hidden, mask_t = self._torch_forward(feed)
+            hidden = [h.float() for h in hidden]
+            return [pool_layers(hidden, mask_t, pooling, layers, normalize, torch).cpu().numpy()
+                    for pooling, layers, normalize in self.views]
 
     def _torch_forward(self, feed: dict[str, np.ndarray]):
         torch = self._torch

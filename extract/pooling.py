@@ -1,8 +1,6 @@
 """Turn a forward pass's hidden states into one vector per text: pick layers, pool tokens, concatenate."""
 from __future__ import annotations
 
-import torch
-
 from errors import BertfeatError
 
 POOLINGS = ("cls", "max", "mean")
@@ -37,17 +35,24 @@ def parse_layers(spec: str | int) -> tuple[int, ...]:
     return layers
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool (batch, tokens, dim) states with a (batch, tokens) attention mask, ignoring padding."""
+def pool(hidden, mask, pooling: str, xp):
+    """Pool (batch, tokens, dim) states with a (batch, tokens) attention mask, ignoring padding.
+
+    ``xp`` is the array namespace, numpy or torch: ONNX outputs pool on the host without importing torch,
+    torch outputs pool where they are (a GPU), so only the pooled vectors cross to the host.
+    """
     if pooling == "cls":
         return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
+    keep = mask[:, :, None] != 0
     if pooling == "max":
-        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(dim=1)
-    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        return xp.amax(xp.where(keep, hidden, -xp.inf), 1)
+    return xp.sum(xp.where(keep, hidden, 0), 1) / xp.clip(xp.sum(keep, 1), 1, None)
 
 
-def pool_layers(hidden_states, mask: torch.Tensor, pooling: str, layers: tuple[int, ...]) -> torch.Tensor:
-    """Pool each chosen layer and concatenate, in float32."""
-    parts = [pool(hidden_states[layer].float(), mask, pooling) for layer in layers]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+def pool_layers(hidden_states, mask, pooling: str, layers: tuple[int, ...], normalize: bool, xp):
+    """Pool each chosen float32 layer, concatenate, optionally L2-normalize."""
+    parts = [pool(hidden_states[layer], mask, pooling, xp) for layer in layers]
+    vec = parts[0] if len(parts) == 1 else xp.concatenate(parts, -1)
+    if normalize:
+        vec = vec / xp.clip(xp.linalg.norm(vec, axis=-1, keepdims=True), 1e-12, None)
+    return vec
