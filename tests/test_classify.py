@@ -21,6 +21,22 @@ def test_every_registered_head_fits_and_predicts(name, demo_vectors):
     assert evaluate(y_test, pred)["accuracy"] > 0.7  # 5 balanced classes: chance is 0.2
 
 
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_svm_decision_values_match_libsvm(n_classes, demo_vectors):
+    """The BLAS decision function must reproduce libsvm's own, one-vs-one pairing and signs included."""
+    from sklearn.svm import SVC
+
+    from classify.heads import SoftmaxSVC
+
+    X_train, y_train, X_test, _ = demo_vectors
+    y_train = np.asarray(y_train)
+    keep = np.isin(y_train, sorted(set(y_train))[:n_classes])
+    svc = SoftmaxSVC(C=3.0, gamma="scale").fit(X_train[keep], y_train[keep])
+    ours, libsvm = svc.decision_function(X_test), SVC.decision_function(svc, X_test)
+    assert ours.shape == libsvm.shape == ((len(X_test),) if n_classes == 2 else (len(X_test), n_classes))
+    np.testing.assert_allclose(ours, libsvm, atol=1e-8)
+
+
 def test_unknown_head_lists_the_registry():
     with pytest.raises(BertfeatError, match="unknown head 'svm9'; expected one of: " + ", ".join(sorted(HEADS))):
         make_head("svm9")
