@@ -17,7 +17,8 @@ EXAMPLES = {
     "embed": """example:
   python cli.py embed --data data/demo/train.csv --json
   {"n_texts": 320, "n_unique": 320, "n_cached": 0, "n_embedded": 320, ...}
-  (a second identical run reports "n_embedded": 0: every vector comes from the cache)""",
+  (a second identical run reports "n_embedded": 0: every vector comes from the cache)
+  python cli.py embed --data 'corpus/*.parquet' --engine ray --address auto   # a Ray cluster""",
     "fit": """example:
   python cli.py fit --train data/demo/train.csv --test data/demo/test.csv --head logreg
   (embeds what the cache lacks, fits the head, prints the metrics, saves runs/<time>-logreg/)""",
@@ -87,8 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", parents=[enc], help="embed texts into the cache", epilog=EXAMPLES["embed"],
                        formatter_class=fmt)
-    p.add_argument("--data", action="append", required=True, metavar="FILE",
-                   help="CSV, TSV, JSONL or Parquet file (repeatable)")
+    p.add_argument("--data", action="append", required=True, metavar="PATH",
+                   help="CSV, TSV, JSONL or Parquet file, a folder of them, or a glob (repeatable)")
+    g = p.add_argument_group("engine (see README: Running on a cluster)")
+    g.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process; ray: a pool of encoder actors on a Ray cluster (default: %(default)s)")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster to join: auto, or ray://HOST:10001 (default: start Ray on this machine)")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="Ray encoder actors (default: one per GPU, or one per CPU core without GPUs)")
+    g.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="GPUs per Ray actor (default: 1 if the cluster has GPUs, else 0)")
+    g.add_argument("--block-size", type=int, default=8192, help="texts per Ray block (default: %(default)s)")
 
     labelled = Parser(add_help=False)
     g = labelled.add_argument_group("labelled data")

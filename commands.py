@@ -90,15 +90,29 @@ def default_out(kind: str) -> str:
 
 # -- subcommands -------------------------------------------------------------------------------
 def cmd_embed(args) -> dict:
-    from extract import read_table
+    from extract.data import input_files
 
-    table = read_table(args.data, args.text_col, None, args.pair_col, args.encoding, args.drop_empty)
-    result = run_embed(args, [base_encoder(args)], table.texts, table.pairs)
-    summary = {**result.summary(), "dim": result.vectors[0].shape[1], "cache_dir": os.path.abspath(cache_dir(args))}
+    files = input_files(args.data)
+    if args.engine == "ray":
+        from extract.ray_engine import embed_on_ray
+
+        summary = embed_on_ray([base_encoder(args)], files, cache_dir(args), text_col=args.text_col,
+                               pair_col=args.pair_col, encoding=args.encoding, drop_empty=args.drop_empty,
+                               address=args.address, num_workers=args.num_workers,
+                               gpus_per_worker=args.gpus_per_worker, block_texts=args.block_size,
+                               chunk_size=args.chunk_size, progress=not args.quiet)
+        done = f"embedded by {summary['num_workers']} Ray workers"
+    else:
+        from extract import read_table
+
+        table = read_table(files, args.text_col, None, args.pair_col, args.encoding, args.drop_empty)
+        result = run_embed(args, [base_encoder(args)], table.texts, table.pairs)
+        summary = {**result.summary(), "dim": result.vectors[0].shape[1], "engine": "local"}
+        done = f"embedded in {summary['seconds']:.1f} s; dim {summary['dim']}"
+    summary["cache_dir"] = os.path.abspath(cache_dir(args))
     if not args.json:
         print(f"{summary['n_texts']} texts ({summary['n_unique']} unique): {summary['n_cached']} from the cache, "
-              f"{summary['n_embedded']} embedded in {summary['seconds']:.1f} s; dim {summary['dim']}; "
-              f"cache {summary['cache_dir']}")
+              f"{summary['n_embedded']} {done}; cache {summary['cache_dir']}")
     return summary
 
 

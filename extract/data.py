@@ -33,6 +33,26 @@ class Table:
     rows: list[int]  # 1-based data row numbers in the file(s), for messages
 
 
+def input_files(specs: str | list[str]) -> list[str]:
+    """Files, folders (their data files, sorted) and glob patterns -> data files, in order."""
+    import glob
+
+    files = []
+    for spec in [specs] if isinstance(specs, str) else specs:
+        if os.path.isdir(spec):
+            found = sorted(os.path.join(spec, n) for n in os.listdir(spec))
+        elif glob.has_magic(spec):
+            found = sorted(glob.glob(spec))
+        else:
+            files.append(spec)  # read_table reports a missing or unknown file
+            continue
+        found = [f for f in found if os.path.isfile(f) and os.path.splitext(f)[1].lower() in READERS]
+        if not found:
+            raise BertfeatError(f"{spec}: no data files ({', '.join(sorted(READERS))}) found there; check the path")
+        files += found
+    return files
+
+
 def _read_frame(path: str, encoding: str) -> pd.DataFrame:
     if not os.path.exists(path):
         raise BertfeatError(f"{path}: file not found; check the path")

@@ -48,54 +48,72 @@ def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None
     normalize, and then one forward pass fills all of them. ONNX exports (int8, and bf16 on a CPU) are kept
     under ``$BERTFEAT_MODELS`` if set, else ``cache_dir``, else the default cache folder.
     """
-    start = time.perf_counter()
-    for enc in encoders:
-        enc.validate()
-    keys = text_keys(texts, pairs)
-    uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    n_unique = len(uniq_keys)
-    stores = [VectorStore(cache_dir, enc.fingerprint(), enc.cache_settings()) if cache_dir else None
-              for enc in encoders]
-    results: list[np.ndarray | None] = [None] * len(encoders)
-    need = np.zeros(n_unique, dtype=bool)
-    found_masks = []
-    for i, store in enumerate(stores):
-        found, vecs = store.get(uniq_keys) if store else (np.zeros(n_unique, dtype=bool), None)
-        found_masks.append(found)
-        if vecs is not None:
-            results[i] = np.empty((n_unique, vecs.shape[1]), dtype=np.float32)
-            results[i][found] = vecs
-        need |= ~found
-    todo = np.flatnonzero(need)
-    n_truncated, n_windowed, device, precision = 0, 0, None, None
-    if len(todo):
-        forward = Forward(encoders, model_cache=os.environ.get("BERTFEAT_MODELS") or cache_dir)
-        device, precision = forward.device, forward.precision
-        u_texts = [texts[first[j]] for j in todo]
-        u_pairs = [pairs[first[j]] for j in todo] if pairs is not None else None
-        tok = batching.tokenize(forward.backend, u_texts, u_pairs, windows=forward.windows)
-        n_truncated, n_windowed = tok.n_truncated, tok.n_windowed
-        if n_truncated:
-            log.warning("%d of %d texts were longer than %d tokens and were truncated",
-                        n_truncated, len(todo), forward.max_length)
-        if n_windowed:
-            log.info("%d of %d texts were longer than %d tokens: embedded as %d overlapping windows",
-                     n_windowed, len(todo), forward.max_length, len(tok.ids) - len(todo) + n_windowed)
-        batches = batching.plan_batches(tok.lengths, forward.max_tokens, forward.max_texts)
-        merger = batching.WindowMerger(tok.owner, [normalize for _, _, normalize in forward.views])
-        bar = _progress(len(todo), progress)
-        pending: list[tuple[np.ndarray, list[np.ndarray]]] = []
-        for b, (batch, outs) in enumerate(forward.map(tok, batches)):
-            finished, outs = merger.add(batch, outs)
-            pending.append((todo[finished], outs))
-            bar.update(len(finished))
-            if sum(len(p[0]) for p in pending) >= chunk_size or b == len(batches) - 1:
-                _commit(pending, results, stores, found_masks, uniq_keys, n_unique)
-                pending = []
-        bar.close()
-    vectors = [r[inverse] for r in results]
-    return Embedded(vectors, len(texts), n_unique, n_unique - len(todo), len(todo), n_truncated,
-                    time.perf_counter() - start, device, n_windowed, precision)
+    return Embedder(encoders, cache_dir, chunk_size)(texts, pairs, progress)
+
+
+class Embedder:
+    """``embed`` for many calls in one process: the cache index is read once and the model loaded once
+    (a Ray worker serves many blocks of texts). Its index sees its own writes, not other processes'
+    later ones: a text another writer stored meanwhile is embedded again, never served wrong."""
+
+    def __init__(self, encoders: list[BertEncoder], cache_dir: str | None = None, chunk_size: int = CHUNK_TEXTS):
+        for enc in encoders:
+            enc.validate()
+        self.encoders, self.cache_dir, self.chunk_size = encoders, cache_dir, chunk_size
+        self.stores = [VectorStore(cache_dir, enc.fingerprint(), enc.cache_settings()) if cache_dir else None
+                       for enc in encoders]
+        self._forward: Forward | None = None
+
+    def forward(self) -> Forward:
+        if self._forward is None:
+            self._forward = Forward(self.encoders, model_cache=os.environ.get("BERTFEAT_MODELS") or self.cache_dir)
+        return self._forward
+
+    def __call__(self, texts: list[str], pairs: list[str] | None = None, progress: bool = True) -> Embedded:
+        start = time.perf_counter()
+        keys = text_keys(texts, pairs)
+        uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        n_unique = len(uniq_keys)
+        results: list[np.ndarray | None] = [None] * len(self.encoders)
+        need = np.zeros(n_unique, dtype=bool)
+        found_masks = []
+        for i, store in enumerate(self.stores):
+            found, vecs = store.get(uniq_keys) if store else (np.zeros(n_unique, dtype=bool), None)
+            found_masks.append(found)
+            if vecs is not None:
+                results[i] = np.empty((n_unique, vecs.shape[1]), dtype=np.float32)
+                results[i][found] = vecs
+            need |= ~found
+        todo = np.flatnonzero(need)
+        n_truncated, n_windowed, device, precision = 0, 0, None, None
+        if len(todo):
+            forward = self.forward()
+            device, precision = forward.device, forward.precision
+            u_texts = [texts[first[j]] for j in todo]
+            u_pairs = [pairs[first[j]] for j in todo] if pairs is not None else None
+            tok = batching.tokenize(forward.backend, u_texts, u_pairs, windows=forward.windows)
+            n_truncated, n_windowed = tok.n_truncated, tok.n_windowed
+            if n_truncated:
+                log.warning("%d of %d texts were longer than %d tokens and were truncated",
+                            n_truncated, len(todo), forward.max_length)
+            if n_windowed:
+                log.info("%d of %d texts were longer than %d tokens: embedded as %d overlapping windows",
+                         n_windowed, len(todo), forward.max_length, len(tok.ids) - len(todo) + n_windowed)
+            batches = batching.plan_batches(tok.lengths, forward.max_tokens, forward.max_texts)
+            merger = batching.WindowMerger(tok.owner, [normalize for _, _, normalize in forward.views])
+            bar = _progress(len(todo), progress)
+            pending: list[tuple[np.ndarray, list[np.ndarray]]] = []
+            for b, (batch, outs) in enumerate(forward.map(tok, batches)):
+                finished, outs = merger.add(batch, outs)
+                pending.append((todo[finished], outs))
+                bar.update(len(finished))
+                if sum(len(p[0]) for p in pending) >= self.chunk_size or b == len(batches) - 1:
+                    _commit(pending, results, self.stores, found_masks, uniq_keys, n_unique)
+                    pending = []
+            bar.close()
+        vectors = [r[inverse] for r in results]
+        return Embedded(vectors, len(texts), n_unique, n_unique - len(todo), len(todo), n_truncated,
+                        time.perf_counter() - start, device, n_windowed, precision)
 
 
 def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> None:

@@ -1,0 +1,161 @@
+"""Embed on a Ray cluster: Ray Data reads the input files and streams blocks of texts to a pool of
+encoder actors; each actor loads the model once and writes its vectors to the cache as shards, exactly
+as the local engine does, so ``fit``, ``bench`` and ``predict`` find them unchanged.
+
+Only counts come back to the driver: the cache is the result. A shard is committed after its files are
+durable, so a worker that dies mid-block loses at most that block's uncommitted part; Ray restarts the
+actor and retries the block, whose committed texts are then served from the cache. A re-run after a
+crash skips every committed text the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from errors import BertfeatError
+from extract.data import read_table
+from extract.encoder import BertEncoder
+from extract.pipeline import CHUNK_TEXTS, Embedder
+
+log = logging.getLogger("bertfeat")
+
+# Texts per block handed to one actor call: big enough that per-call overhead (a Ray task, a cache
+# lookup) is small next to the forward pass, small enough that a retried block costs little.
+BLOCK_TEXTS = 8192
+COUNTS = ("n_texts", "n_unique", "n_cached", "n_embedded", "n_truncated", "n_windowed")
+
+
+def _read_file(batch: dict, text_col: str, pair_col: str | None, encoding: str, drop_empty: bool) -> dict:
+    """A Ray Data task: one input file -> its texts, checked by the same reader as the local engine."""
+    table = read_table(str(batch["path"][0]), text_col, None, pair_col, encoding, drop_empty)
+    out = {"text": np.array(table.texts, dtype=object)}
+    if pair_col:
+        out["pair"] = np.array(table.pairs, dtype=object)
+    return out
+
+
+class EncoderWorker:
+    """A Ray actor: the model and the cache index are loaded once, then every block reuses them."""
+
+    def __init__(self, params: list[dict], cache_dir: str, chunk_size: int):
+        self.embedder = Embedder([BertEncoder(**p) for p in params], cache_dir, chunk_size)
+
+    def __call__(self, batch: dict) -> dict:
+        pairs = [str(p) for p in batch["pair"]] if "pair" in batch else None
+        done = self.embedder([str(t) for t in batch["text"]], pairs, progress=False)
+        out = {name: np.array([getattr(done, name)]) for name in COUNTS}
+        out["seconds"] = np.array([done.seconds])
+        out["device"] = np.array([done.device or ""], dtype=object)
+        out["precision"] = np.array([done.precision or ""], dtype=object)
+        return out
+
+
+def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, *, text_col: str = "text",
+                 pair_col: str | None = None, encoding: str = "utf-8", drop_empty: bool = False,
+                 address: str | None = None, num_workers: int | None = None, gpus_per_worker: float | None = None,
+                 block_texts: int = BLOCK_TEXTS, chunk_size: int = CHUNK_TEXTS, progress: bool = True) -> dict:
+    """Embed every text of ``files`` into ``cache_dir`` (which every worker must reach) on Ray.
+
+    ``address``: an existing cluster ("auto", "ray://host:10001"); None starts Ray on this machine.
+    ``num_workers``: encoder actors (default: one per GPU, or one per CPU core when there is no GPU).
+    ``gpus_per_worker``: default 1 when the cluster has GPUs, else 0 (each CPU actor then runs one thread).
+    """
+    for enc in encoders:
+        enc.validate()
+    with _session(address) as ray:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        gpus_per_worker = (1 if gpus else 0) if gpus_per_worker is None else gpus_per_worker
+        if gpus_per_worker and gpus_per_worker > gpus:
+            raise BertfeatError(f"--gpus-per-worker {gpus_per_worker}: the Ray cluster has {gpus:g} GPU(s); "
+                                "pass --gpus-per-worker 0 to run on CPUs")
+        if num_workers is None:
+            num_workers = int(gpus // gpus_per_worker) if gpus_per_worker else cpus
+        if num_workers < 1 or block_texts < 1:
+            raise BertfeatError("--num-workers and --block-size must be positive")
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = progress
+        context.print_on_execution_start = progress
+        if not progress:
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        # A failed task's traceback is logged there before it is raised here; we report it once, below.
+        for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        # Blocks are cut by bytes, and an actor call takes whole blocks: small blocks let a single large file
+        # spread over every worker (``block_texts`` then bundles them back into calls of that many texts).
+        context.target_max_block_size = 1 << 20
+        # Readers take no CPU slot: otherwise encoder actors holding every slot would starve them.
+        files_ds = ray.data.from_items([{"path": os.path.abspath(f)} for f in files])
+        texts_ds = files_ds.map_batches(_read_file, batch_size=1, num_cpus=0, fn_kwargs={
+            "text_col": text_col, "pair_col": pair_col, "encoding": encoding, "drop_empty": drop_empty})
+        # Ray Data restarts an actor that dies (killed, preempted, out of memory) and retries its block:
+        # the committed shards stay, so the retry embeds only what was not yet stored.
+        counts_ds = texts_ds.map_batches(
+            EncoderWorker, batch_size=block_texts, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1, num_gpus=gpus_per_worker or None,
+            fn_constructor_kwargs={"params": [enc.get_params() for enc in encoders],
+                                   "cache_dir": os.path.abspath(cache_dir), "chunk_size": chunk_size})
+        totals = dict.fromkeys(COUNTS, 0)
+        devices, precisions, busy = set(), set(), 0.0
+        try:
+            # Ray reports worker deaths and worker output on stdout; --json needs stdout for its one object.
+            with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")  # counts files
+                rows = list(counts_ds.iter_rows())
+            for row in rows:
+                for name in COUNTS:
+                    totals[name] += int(row[name])
+                busy += float(row["seconds"])
+                devices.add(row["device"])
+                precisions.add(row["precision"])
+        except Exception as exc:  # Ray wraps what a task raised; a BertfeatError is shown as our one line
+            raise _unwrap(exc) from None
+        devices.discard("")
+        precisions.discard("")
+        return {**totals, "engine": "ray", "num_workers": num_workers, "gpus_per_worker": gpus_per_worker,
+                "files": len(files), "worker_seconds": round(busy, 3), "device": ",".join(sorted(devices)) or None,
+                "precision": ",".join(sorted(precisions)) or None}
+
+
+@contextlib.contextmanager
+def _session(address: str | None):
+    """Ray, joined at ``address`` or started on this machine (and then shut down when done)."""
+    try:
+        import ray
+    except ImportError:
+        raise BertfeatError("--engine ray needs Ray: pip install 'ray[data]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The BertfeatError a Ray task raised, if any, as our one-line error; else ``exc`` itself.
+
+    Across processes Ray keeps the error's text, not always the object, so the text is searched too.
+    """
+    seen, inner = set(), exc
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        if isinstance(inner, BertfeatError) and not isinstance(inner, ray_exceptions()):
+            return BertfeatError(str(inner))
+        inner = getattr(inner, "cause", None) or inner.__cause__
+    marker = "BertfeatError: "
+    lines = [line for line in str(exc).splitlines() if marker in line]
+    return BertfeatError(lines[-1].split(marker, 1)[1].strip()) if lines else exc
+
+
+def ray_exceptions() -> tuple:
+    import ray.exceptions
+
+    return (ray.exceptions.RayError,)

@@ -1,0 +1,109 @@
+"""--engine ray on a local Ray (this machine's cores): same cache, same vectors, survives a killed worker."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED, run_json
+
+pytest.importorskip("ray")
+
+
+def _slice(src: str, dst, rows: int) -> str:
+    with open(src, encoding="utf-8") as fh:
+        lines = [next(fh) for _ in range(rows + 1)]
+    dst.write_text("".join(lines), encoding="utf-8")
+    return str(dst)
+
+
+def _cached(cache, texts):
+    """Vectors from ``cache`` for ``texts``, asserting none had to be embedded."""
+    from extract import BertEncoder, embed
+
+    done = embed([BertEncoder()], texts, cache_dir=str(cache), progress=False)
+    assert done.n_embedded == 0, f"{done.n_embedded} of {len(texts)} texts were missing from {cache}"
+    return done.vectors[0]
+
+
+def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path):
+    from extract import read_table
+
+    train = _slice(os.path.join(SHARED, "trec", "train.csv"), tmp_path / "train.csv", 400)
+    test = _slice(os.path.join(SHARED, "trec", "test.csv"), tmp_path / "test.csv", 150)
+    ray_cache, local_cache = tmp_path / "ray-cache", tmp_path / "local-cache"
+    got = run_json("embed", "--data", train, "--data", test, "--engine", "ray", "--num-workers", 2,
+                   "--block-size", 100, "--cache-dir", ray_cache)
+    assert (got["engine"], got["num_workers"], got["n_texts"]) == ("ray", 2, 550)
+    assert got["n_embedded"] + got["n_cached"] == got["n_unique"] >= 540  # unique within each block
+    assert len(glob.glob(str(ray_cache / "*" / "*.keys.npy"))) >= 4  # several blocks, several writers
+
+    fits = {}
+    for name, cache in (("ray", ray_cache), ("local", local_cache)):
+        fits[name] = run_json("fit", "--train", train, "--test", test, "--head", "logreg", "--cache-dir", cache,
+                              "--out", tmp_path / f"model-{name}")
+    assert fits["ray"]["embedding"]["n_embedded"] == 0  # every vector came from the Ray-written cache
+    assert fits["local"]["embedding"]["n_embedded"] >= 540
+    for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall"):
+        assert fits["ray"][key] == pytest.approx(fits["local"][key], abs=1e-9)
+
+    texts = read_table([train, test], label_col=None).texts
+    a, b = _cached(ray_cache, texts), _cached(local_cache, texts)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.9999
+
+
+def _map_workers() -> list[int]:
+    pids = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as fh:
+                cmd = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::MapWorker"):  # Ray titles actor processes by their class
+            pids.append(int(path.split("/")[2]))
+    return pids
+
+
+def test_ray_job_survives_a_killed_worker(tmp_path):
+    data = _slice(os.path.join(SHARED, "sst2", "train.csv"), tmp_path / "sst.csv", 3000)
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", data, "--engine", "ray",
+           "--num-workers", "2", "--block-size", "250", "--chunk-size", "50", "--cache-dir", str(cache),
+           "--json", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    killed, deadline = None, time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if killed is None and len(glob.glob(str(cache / "*" / "*.keys.npy"))) >= 2:  # mid-run: work committed
+            workers = _map_workers()
+            if workers:
+                os.kill(workers[0], signal.SIGKILL)
+                killed = workers[0]
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=60)
+    assert killed is not None, "the job ended before a worker could be killed"
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    assert summary["n_texts"] == 3000  # the killed worker's block was retried, not dropped
+
+    from extract import read_table
+
+    _cached(cache, read_table(data, label_col=None).texts)  # every text has its vector
+
+
+def test_ray_engine_reports_a_bad_file_in_one_line(tmp_path):
+    from conftest import DEMO_TRAIN, run_cli
+
+    proc = run_cli("embed", "--data", DEMO_TRAIN, "--engine", "ray", "--text-col", "body", "--quiet",
+                   "--cache-dir", tmp_path / "cache", check=2)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {DEMO_TRAIN}: no column 'body' (columns: text, label); pass --text-col with one of them"]
+    assert "Traceback" not in proc.stderr
+    assert not glob.glob(str(tmp_path / "cache" / "*" / "*.npy"))  # nothing half-written
