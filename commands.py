@@ -118,30 +118,68 @@ def cmd_embed(args) -> dict:
 
 def cmd_fit(args) -> dict:
     from classify import evaluate, format_report, make_head
+    from classify.heads import STREAMING_HEADS
 
     head = make_head(args.head, args.seed)  # an unknown head fails before any embedding work
     train, test, texts, pairs = read_labelled(args)
     spec = args.features or (args.pooling if args.layers == "-1" else f"{args.pooling}@{args.layers}")
-    arrays, views, emb = embed_views(args, [spec], texts, pairs)
-    X_train, X_test = arrays[spec][:len(train.texts)], arrays[spec][len(train.texts):]
-    log.info("fitting %s on %d x %d", args.head, *X_train.shape)
-    t0 = time.perf_counter()
-    head.fit(X_train, np.asarray(train.labels))
-    fit_seconds = time.perf_counter() - t0
-    metrics = evaluate(test.labels, head.predict(X_test))
+    if args.head in STREAMING_HEADS:
+        encoders, emb, pred, fit_seconds = fit_streamed(args, head, spec, train, texts, pairs)
+    else:
+        arrays, views, emb = embed_views(args, [spec], texts, pairs)
+        encoders = views[spec]
+        X_train, X_test = arrays[spec][:len(train.texts)], arrays[spec][len(train.texts):]
+        log.info("fitting %s on %d x %d", args.head, *X_train.shape)
+        t0 = time.perf_counter()
+        head.fit(X_train, np.asarray(train.labels))
+        fit_seconds = time.perf_counter() - t0
+        pred = head.predict(X_test)
+    metrics = evaluate(test.labels, pred)
     keys = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")
     summary = {"metrics": {k: metrics[k] for k in keys}, "fit_seconds": fit_seconds,
                "n_train": len(train.texts), "n_test": len(test.texts)}
-    model_dir = save_model(args, args.out or default_out(args.head), head, args.head, spec, views[spec], emb,
+    model_dir = save_model(args, args.out or default_out(args.head), head, args.head, spec, encoders, emb,
                            summary, "fit")
     if not args.json:
-        print(f"head {args.head} on {args.model} {spec} ({X_train.shape[1]} dims): {len(train.texts)} train, "
+        print(f"head {args.head} on {args.model} {spec} ({head.n_features_in_} dims): {len(train.texts)} train, "
               f"{len(test.texts)} test texts; fit {fit_seconds:.1f} s\n")
         print(format_report(metrics))
         print(f"\nmodel saved to {model_dir}")
     return {**metrics, "fit_seconds": round(fit_seconds, 3), "n_train": len(train.texts),
             "n_test": len(test.texts), "head": args.head, "features": spec, "model": args.model,
             "model_dir": model_dir, "embedding": emb.summary()}
+
+
+def fit_streamed(args, head, spec, train, texts, pairs):
+    """Fit a streaming head from the cache shard by shard and predict the test rows the same way.
+
+    Only texts the cache lacks are embedded here (for a large corpus, `embed --engine ray` first);
+    the vectors are then read one shard at a time, so the training set may exceed memory.
+    Returns (encoders, embedding summary, test predictions, fit seconds: reading shards included).
+    """
+    import dataclasses
+
+    from cache import VectorStore, text_keys
+    from classify.stream import fit_streaming, predict_streaming
+    from extract import feature_encoders
+
+    encoders = feature_encoders(spec, base_encoder(args))
+    if len(encoders) != 1:
+        raise BertfeatError(f"--head {args.head} streams one feature view from the cache; '{spec}' has "
+                            f"{len(encoders)}: pass a single pooling, e.g. --features mean")
+    keys = text_keys(texts, pairs)
+    missing = np.flatnonzero(~VectorStore(cache_dir(args), encoders[0].fingerprint()).found(keys))
+    emb = run_embed(args, encoders, [texts[i] for i in missing], [pairs[i] for i in missing] if pairs else None)
+    store = VectorStore(cache_dir(args), encoders[0].fingerprint())  # an index that sees the new shards
+    log.info("fitting %s from the cache, shard by shard", args.head)
+    n_train = len(train.texts)
+    t0 = time.perf_counter()
+    fit_streaming(head, store, keys[:n_train], train.labels, seed=args.seed)
+    fit_seconds = time.perf_counter() - t0
+    n_unique = len(np.unique(keys))
+    emb = dataclasses.replace(emb, n_texts=len(texts), n_unique=n_unique, n_cached=n_unique - emb.n_embedded,
+                              vectors=[np.empty((0, head.n_features_in_), np.float32)])
+    return encoders, emb, predict_streaming(head, store, keys[n_train:]), fit_seconds
 
 
 def cmd_bench(args) -> dict:

@@ -97,7 +97,6 @@ class VectorStore:
         self.fingerprint = fingerprint
         self.settings = settings
         self._index: dict[bytes, tuple[str, int]] | None = None
-        self._vectors: dict[str, np.ndarray] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def shards(self) -> list[str]:
@@ -147,28 +146,44 @@ class VectorStore:
             except OSError:
                 pass
 
-    def _shard_vectors(self, shard: str) -> np.ndarray:
-        if shard not in self._vectors:
-            self._vectors[shard] = np.load(self._paths(shard)[1], mmap_mode="r")
-        return self._vectors[shard]
-
     def get(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Returns (found mask, vectors of the found keys in order or None when nothing was found)."""
-        index = self._load_index()
-        hits = [index.get(k) for k in keys.tolist()]
-        found = np.array([h is not None for h in hits], dtype=bool)
+        found = self.found(keys)
         if not found.any():
             return found, None
+        out = None
+        for pos, vectors in self.iter_found(keys):
+            if out is None:
+                out = np.empty((len(keys), vectors.shape[1]), dtype=np.float32)
+            out[pos] = vectors
+        return found, out[found]
+
+    def found(self, keys: np.ndarray) -> np.ndarray:
+        """Which keys have a vector here; reads no vectors."""
+        index = self._load_index()
+        return np.array([k in index for k in keys.tolist()], dtype=bool)
+
+    def iter_found(self, keys: np.ndarray, shard_order=None):
+        """Yield ``(positions in keys, their vectors)`` one shard at a time, in ``shard_order`` (a function
+        that reorders a list of shard names; default: sorted).
+
+        Only the requested rows of one shard are in memory at once, whatever the number of keys: this is
+        how a streaming head trains on more vectors than fit in RAM. Each shard is memory-mapped for the
+        read and unmapped after, so its pages do not stay resident either.
+        """
+        index = self._load_index()
         by_shard: dict[str, list[tuple[int, int]]] = {}
-        for pos, hit in enumerate(hits):
+        for pos, key in enumerate(keys.tolist()):
+            hit = index.get(key)
             if hit is not None:
                 by_shard.setdefault(hit[0], []).append((pos, hit[1]))
-        dim = self._shard_vectors(next(iter(by_shard))).shape[1]
-        out = np.empty((len(keys), dim), dtype=np.float32)
-        for shard, pairs in by_shard.items():
-            pos, rows = np.array(pairs).T
-            out[pos] = self._shard_vectors(shard)[rows]
-        return found, out[found]
+        names = sorted(by_shard)
+        for shard in shard_order(names) if shard_order else names:
+            pos, rows = np.array(by_shard[shard]).T
+            mapped = np.load(self._paths(shard)[1], mmap_mode="r")
+            vectors = np.asarray(mapped[rows], dtype=np.float32)
+            del mapped
+            yield pos, vectors
 
     # -- writing -------------------------------------------------------------------------------
     def put(self, keys: np.ndarray, vectors: np.ndarray) -> str:

@@ -146,6 +146,16 @@ def svm(seed: int = 0, components: int | None = 128):
                          SoftmaxSVC(kernel="rbf", C=3.0, gamma="scale", cache_size=1000, random_state=seed))
 
 
+def sgd(seed: int = 0):
+    """Logistic regression by stochastic gradient descent. ``fit --head sgd`` streams it from the cache
+    shard by shard (``partial_fit``), so the training set may be larger than memory."""
+    from sklearn.linear_model import SGDClassifier
+
+    from classify.stream import EPOCHS
+
+    return SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=EPOCHS, tol=None, random_state=seed)
+
+
 def torch(seed: int = 0):
     """A PyTorch softmax layer on standardized features, AdamW with early stopping (the classic recipe)."""
     from classify.torch_head import TorchSoftmaxClassifier
@@ -161,7 +171,10 @@ def vote(seed: int = 0):
     return VotingClassifier([("logreg", logreg(seed)), ("svm", svm(seed, components=None))], voting="soft")
 
 
-HEADS = {"knn": knn, "lgbm": lgbm, "logreg": logreg, "mlp": mlp, "svm": svm, "torch": torch, "vote": vote}
+HEADS = {"knn": knn, "lgbm": lgbm, "logreg": logreg, "mlp": mlp, "sgd": sgd, "svm": svm, "torch": torch,
+         "vote": vote}
+# Heads that `fit` trains from the cache shard by shard instead of from one in-memory array.
+STREAMING_HEADS = ("sgd",)
 
 
 def make_head(name: str, seed: int = 0):

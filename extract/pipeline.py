@@ -111,7 +111,8 @@ class Embedder:
                     _commit(pending, results, self.stores, found_masks, uniq_keys, n_unique)
                     pending = []
             bar.close()
-        vectors = [r[inverse] for r in results]
+        # No texts at all: empty arrays (a streaming fit embeds only what the cache lacks, maybe nothing).
+        vectors = [r[inverse] if r is not None else np.empty((0, 0), np.float32) for r in results]
         return Embedded(vectors, len(texts), n_unique, n_unique - len(todo), len(todo), n_truncated,
                         time.perf_counter() - start, device, n_windowed, precision)
 
