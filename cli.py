@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray encoder actors (default: one per GPU, or one per CPU core without GPUs)")
     g.add_argument("--gpus-per-worker", type=float, default=None,
                    help="GPUs per Ray actor (default: 1 if the cluster has GPUs, else 0)")
-    g.add_argument("--block-size", type=int, default=8192, help="texts per Ray block (default: %(default)s)")
+    g.add_argument("--block-size", type=int, default=None,
+                   help="texts per Ray actor call (default: 1024 on CPU workers, 16384 on GPU workers)")
 
     labelled = Parser(add_help=False)
     g = labelled.add_argument_group("labelled data")

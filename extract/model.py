@@ -90,10 +90,11 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def cpu_threads() -> int:
-    """Threads for CPU inference: OMP_NUM_THREADS when set (as torch reads it), else the usable cores."""
+def cpu_threads(all_cores: bool = False) -> int:
+    """Threads for CPU inference: OMP_NUM_THREADS when set (as torch reads it), else (or with
+    ``all_cores``) the cores this process may run on."""
     env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
+    if env.isdigit() and int(env) > 0 and not all_cores:
         return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

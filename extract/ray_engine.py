@@ -24,9 +24,10 @@ from extract.pipeline import CHUNK_TEXTS, Embedder
 
 log = logging.getLogger("bertfeat")
 
-# Texts per block handed to one actor call: big enough that per-call overhead (a Ray task, a cache
-# lookup) is small next to the forward pass, small enough that a retried block costs little.
-BLOCK_TEXTS = 8192
+# Texts per actor call: big enough that the per-call overhead (a Ray task, a cache lookup: ~10 ms) is
+# small next to the forward pass, small enough that every worker gets work and a retried block costs
+# little. A GPU embeds ~20x faster than a CPU core, so its blocks are larger.
+BLOCK_TEXTS = {"cpu": 1024, "gpu": 16384}
 COUNTS = ("n_texts", "n_unique", "n_cached", "n_embedded", "n_truncated", "n_windowed")
 
 
@@ -42,7 +43,9 @@ def _read_file(batch: dict, text_col: str, pair_col: str | None, encoding: str, 
 class EncoderWorker:
     """A Ray actor: the model and the cache index are loaded once, then every block reuses them."""
 
-    def __init__(self, params: list[dict], cache_dir: str, chunk_size: int):
+    def __init__(self, params: list[dict], cache_dir: str, chunk_size: int, threads: int | None):
+        if threads:  # before any runtime starts its pool: one per core otherwise, in every actor (oversubscribed)
+            os.environ["OMP_NUM_THREADS"] = str(threads)
         self.embedder = Embedder([BertEncoder(**p) for p in params], cache_dir, chunk_size)
 
     def __call__(self, batch: dict) -> dict:
@@ -58,12 +61,13 @@ class EncoderWorker:
 def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, *, text_col: str = "text",
                  pair_col: str | None = None, encoding: str = "utf-8", drop_empty: bool = False,
                  address: str | None = None, num_workers: int | None = None, gpus_per_worker: float | None = None,
-                 block_texts: int = BLOCK_TEXTS, chunk_size: int = CHUNK_TEXTS, progress: bool = True) -> dict:
+                 block_texts: int | None = None, chunk_size: int = CHUNK_TEXTS, progress: bool = True) -> dict:
     """Embed every text of ``files`` into ``cache_dir`` (which every worker must reach) on Ray.
 
     ``address``: an existing cluster ("auto", "ray://host:10001"); None starts Ray on this machine.
     ``num_workers``: encoder actors (default: one per GPU, or one per CPU core when there is no GPU).
-    ``gpus_per_worker``: default 1 when the cluster has GPUs, else 0 (each CPU actor then runs one thread).
+    ``gpus_per_worker``: default 1 when the cluster has GPUs, else 0 (CPU actors then split the cores).
+    ``block_texts``: texts per actor call (default: BLOCK_TEXTS for the worker kind).
     """
     for enc in encoders:
         enc.validate()
@@ -76,6 +80,10 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
                                 "pass --gpus-per-worker 0 to run on CPUs")
         if num_workers is None:
             num_workers = int(gpus // gpus_per_worker) if gpus_per_worker else cpus
+        block_texts = block_texts or BLOCK_TEXTS["gpu" if gpus_per_worker else "cpu"]
+        # CPU actors share the cluster's cores evenly (on one machine: 2 actors x 1 thread on 2 cores);
+        # a GPU actor takes one core for tokenizing and leaves the forward to the GPU.
+        threads = None if gpus_per_worker else max(1, cpus // max(num_workers, 1))
         if num_workers < 1 or block_texts < 1:
             raise BertfeatError("--num-workers and --block-size must be positive")
         context = ray.data.DataContext.get_current()
@@ -86,9 +94,9 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
         # A failed task's traceback is logged there before it is raised here; we report it once, below.
         for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        # Blocks are cut by bytes, and an actor call takes whole blocks: small blocks let a single large file
-        # spread over every worker (``block_texts`` then bundles them back into calls of that many texts).
-        context.target_max_block_size = 1 << 20
+        # Blocks are cut by bytes, and an actor takes whole blocks: blocks of ~1-2k short texts let even a
+        # single file spread over every worker (``block_texts`` then bundles them into calls).
+        context.target_max_block_size = 128 << 10
         # Readers take no CPU slot: otherwise encoder actors holding every slot would starve them.
         files_ds = ray.data.from_items([{"path": os.path.abspath(f)} for f in files])
         texts_ds = files_ds.map_batches(_read_file, batch_size=1, num_cpus=0, fn_kwargs={
@@ -97,8 +105,9 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
         # the committed shards stay, so the retry embeds only what was not yet stored.
         counts_ds = texts_ds.map_batches(
             EncoderWorker, batch_size=block_texts, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1, num_gpus=gpus_per_worker or None,
-            fn_constructor_kwargs={"params": [enc.get_params() for enc in encoders],
+            compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=threads or 1,
+            num_gpus=gpus_per_worker or None,
+            fn_constructor_kwargs={"params": [enc.get_params() for enc in encoders], "threads": threads,
                                    "cache_dir": os.path.abspath(cache_dir), "chunk_size": chunk_size})
         totals = dict.fromkeys(COUNTS, 0)
         devices, precisions, busy = set(), set(), 0.0
