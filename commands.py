@@ -288,7 +288,7 @@ def cmd_cache(args) -> dict:
 
     root = cache_dir(args)
     if args.action == "info":
-        entries = admin.entries(root)
+        entries, exports = admin.entries(root), admin.exports(root)
         if not args.json:
             print(f"cache {os.path.abspath(root)}: {len(entries)} encoder entries, "
                   f"{sum(e['bytes'] for e in entries) / 2**20:.1f} MiB")
@@ -297,7 +297,12 @@ def cmd_cache(args) -> dict:
                 print(f"  {e['fingerprint'][:12]}  {e['model']}  pooling={e['pooling']} layers={e['layers']} "
                       f"max_length={e['max_length']}  {e['rows']} vectors in {e['shards']} shards, "
                       f"{e['bytes'] / 2**20:.1f} MiB, last write {when}")
-        return {"cache_dir": os.path.abspath(root), "entries": entries}
+            if exports:
+                print(f"model exports (models/, rebuilt on demand): {len(exports)}, "
+                      f"{sum(x['bytes'] for x in exports) / 2**20:.1f} MiB")
+            for x in exports:
+                print(f"  {x['key'][:12]}  {x['model']}  {x['precision']}  {x['bytes'] / 2**20:.1f} MiB")
+        return {"cache_dir": os.path.abspath(root), "entries": entries, "exports": exports}
     if args.action == "verify":
         report = admin.verify(root)
         for d in report["damaged"]:

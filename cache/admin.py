@@ -52,6 +52,24 @@ def entries(root: str) -> list[dict]:
     return out
 
 
+def exports(root: str) -> list[dict]:
+    """The ONNX exports kept under ``<root>/models`` (int8, and bf16 on a CPU): one per model and precision."""
+    folder = os.path.join(root, "models")
+    out = []
+    for key in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, key)
+        try:
+            with open(os.path.join(path, "meta.json")) as fh:
+                meta = json.load(fh)
+        except (OSError, ValueError):
+            continue  # an export still being written, or a killed one: not in use
+        model_dir = os.path.normpath(str(meta.get("model_dir", "")))
+        out.append({"key": key, "model": os.path.join(*model_dir.split(os.sep)[-2:]),  # a package's .../pkg/model
+                    "precision": meta.get("precision"), "bytes": _folder_bytes(path),
+                    "modified": os.path.getmtime(path)})
+    return out
+
+
 def verify(root: str) -> dict:
     """Check every committed shard against its checksums; list damage and leftovers of killed runs."""
     damaged, leftovers, shards = [], [], 0
@@ -83,6 +101,8 @@ def prune(root: str, model: str | None = None, fingerprint: str | None = None,
     if not dry_run:
         for entry in chosen:
             shutil.rmtree(os.path.join(root, entry["fingerprint"]))
+        if everything:  # exports are rebuilt on demand (seconds), so --all takes them too
+            shutil.rmtree(os.path.join(root, "models"), ignore_errors=True)
     return chosen
 
 

@@ -132,3 +132,20 @@ def test_banking77_logreg_reaches_the_baseline(tmp_path):
     assert result["accuracy"] >= 0.90 and result["n_test"] == 3080
     rows = run_json("predict", "--model-dir", result["model_dir"], "--data", test, "--cache-dir", tmp_path / "c")
     assert sum(r["label"] == r["true_label"] for r in rows) / len(rows) == result["accuracy"]
+
+
+def test_embed_reads_folders_and_globs(tmp_path):
+    import shutil
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    shutil.copy(DEMO_TRAIN, folder / "a.csv")
+    shutil.copy(DEMO_TEST, folder / "b.csv")
+    (folder / "notes.txt").write_text("not data")  # ignored: not a data file
+    cache = tmp_path / "cache"
+    by_folder = run_json("embed", "--data", folder, "--cache-dir", cache)
+    assert by_folder["n_texts"] == 400 and by_folder["n_embedded"] == by_folder["n_unique"]
+    by_glob = run_json("embed", "--data", str(folder / "*.csv"), "--cache-dir", cache)
+    assert by_glob["n_texts"] == 400 and by_glob["n_embedded"] == 0
+    proc = run_cli("embed", "--data", str(folder / "*.parquet"), "--cache-dir", cache, check=2)
+    assert "no data files" in proc.stderr and "*.parquet" in proc.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import DEMO_TRAIN, ROOT, SHARED, run_cli, run_json
+from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, SHARED, run_cli, run_json
 from errors import BertfeatError
 
 TREC = os.path.join(SHARED, "trec", "train.csv")
@@ -184,3 +184,15 @@ def test_loader_reads_random_tables_or_raises_its_own_error(tmp_path, rows, ext)
     assert len(table.texts) == len(table.labels) == len(table.rows) > 0
     assert all(isinstance(t, str) and t.strip() for t in table.texts)
     assert all(isinstance(lab, str) and lab for lab in table.labels)
+
+
+def test_cache_info_lists_model_exports_and_prune_all_removes_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTFEAT_MODELS", "")  # exports go under this test's cache root, as for a user
+    cache = tmp_path / "cache"
+    run_json("embed", "--data", DEMO_TEST, cache=cache)
+    exports = run_json("cache", "info", cache=cache)["exports"]
+    if not exports:
+        pytest.skip("the default precision resolved to fp32 on this CPU: no ONNX export")
+    assert exports[0]["precision"] in ("bf16", "int8") and exports[0]["bytes"] > 1_000_000
+    run_json("cache", "prune", "--all", cache=cache)
+    assert run_json("cache", "info", cache=cache) == {"cache_dir": str(cache.resolve()), "entries": [], "exports": []}
