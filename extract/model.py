@@ -96,7 +96,20 @@ def cpu_threads(all_cores: bool = False) -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0 and not all_cores:
         return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not hasattr(os, "sched_getaffinity"):
+        return os.cpu_count() or 1
+    cpus = os.sched_getaffinity(0)
+    # Physical cores, as torch counts them: two hyperthreads of one core share its vector units, so a
+    # second stream there mostly waits.
+    cores = set()
+    for cpu in cpus:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{topology}/physical_package_id") as a, open(f"{topology}/core_id") as b:
+                cores.add((a.read().strip(), b.read().strip()))
+        except OSError:
+            return len(cpus)
+    return len(cores) or len(cpus)
 
 
 def cpu_has_bf16() -> bool:
