@@ -31,14 +31,17 @@ def cache_dir(args) -> str:
     return args.cache_dir or default_cache_dir()
 
 
-def run_embed(args, encoders, texts, pairs):
-    from extract import embed
-    from extract.pipeline import CHUNK_TEXTS
+def embedder(args, encoders):
+    from extract.pipeline import CHUNK_TEXTS, Embedder
 
     chunk = getattr(args, "chunk_size", CHUNK_TEXTS)
     if chunk < 1:
         raise BertfeatError(f"bad --chunk-size {chunk}; expected a positive number of texts")
-    return embed(encoders, texts, pairs, cache_dir(args), progress=not args.quiet, chunk_size=chunk)
+    return Embedder(encoders, cache_dir(args), chunk)
+
+
+def run_embed(args, encoders, texts, pairs):
+    return embedder(args, encoders)(texts, pairs, progress=not args.quiet)
 
 
 def embed_views(args, specs: list[str], texts, pairs):
@@ -96,6 +99,10 @@ def cmd_embed(args) -> dict:
     if args.engine == "ray":
         from extract.ray_engine import embed_on_ray
 
+        if args.address and not args.cache_dir:
+            raise BertfeatError("--engine ray --address: pass --cache-dir on storage every node can write "
+                                "(a shared filesystem); each node's default cache would keep its own part")
+
         summary = embed_on_ray([base_encoder(args)], files, cache_dir(args), text_col=args.text_col,
                                pair_col=args.pair_col, encoding=args.encoding, drop_empty=args.drop_empty,
                                address=args.address, num_workers=args.num_workers,
@@ -141,7 +148,7 @@ def cmd_fit(args) -> dict:
     model_dir = save_model(args, args.out or default_out(args.head), head, args.head, spec, encoders, emb,
                            summary, "fit")
     if not args.json:
-        print(f"head {args.head} on {args.model} {spec} ({head.n_features_in_} dims): {len(train.texts)} train, "
+        print(f"head {args.head} on {args.model} {spec} ({emb.vectors[0].shape[1]} dims): {len(train.texts)} train, "
               f"{len(test.texts)} test texts; fit {fit_seconds:.1f} s\n")
         print(format_report(metrics))
         print(f"\nmodel saved to {model_dir}")
@@ -159,7 +166,7 @@ def fit_streamed(args, head, spec, train, texts, pairs):
     """
     import dataclasses
 
-    from cache import VectorStore, text_keys
+    from cache import text_keys
     from classify.stream import fit_streaming, predict_streaming
     from extract import feature_encoders
 
@@ -168,9 +175,10 @@ def fit_streamed(args, head, spec, train, texts, pairs):
         raise BertfeatError(f"--head {args.head} streams one feature view from the cache; '{spec}' has "
                             f"{len(encoders)}: pass a single pooling, e.g. --features mean")
     keys = text_keys(texts, pairs)
-    missing = np.flatnonzero(~VectorStore(cache_dir(args), encoders[0].fingerprint()).found(keys))
-    emb = run_embed(args, encoders, [texts[i] for i in missing], [pairs[i] for i in missing] if pairs else None)
-    store = VectorStore(cache_dir(args), encoders[0].fingerprint())  # an index that sees the new shards
+    embed = embedder(args, encoders)
+    store = embed.stores[0]  # one index read for all: its own writes below update it
+    missing = np.flatnonzero(~store.found(keys))
+    emb = embed([texts[i] for i in missing], [pairs[i] for i in missing] if pairs else None, not args.quiet)
     log.info("fitting %s from the cache, shard by shard", args.head)
     n_train = len(train.texts)
     t0 = time.perf_counter()

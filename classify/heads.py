@@ -95,9 +95,11 @@ class SoftmaxSVC(SVC):
         first, second = np.triu_indices(n_classes, 1)  # libsvm's one-vs-one pair order
         sv_norms = (sv ** 2).sum(1)
         out = []
-        # Blocks of 256 rows: the rows x support-vectors block stays in cache and is reused in place
-        # (fresh 100 MB temporaries cost more in page faults than the arithmetic).
-        for rows in np.array_split(X, max(1, len(X) // 256)):
+        # Blocks of at most 256 rows: the rows x support-vectors block stays in cache and is reused in
+        # place (fresh 100 MB temporaries cost more in page faults than the arithmetic); fewer rows with
+        # many classes, so the rows x classes x classes array of pair terms stays within ~256 MB.
+        block = max(1, min(256, (32 << 20) // (n_classes * n_classes)))
+        for rows in np.array_split(X, max(1, -(-len(X) // block))):
             kernel = rows @ sv.T
             kernel *= -2
             kernel += (rows ** 2).sum(1)[:, None]
@@ -126,12 +128,15 @@ class SoftmaxSVC(SVC):
 def _ovr_scores(dec, first, second, n_classes: int):
     """One-vs-one decision values -> one score per class, as scikit-learn's SVC reports them: the votes
     won, plus summed margins squashed into (-1/3, 1/3) to break ties without overturning a vote."""
-    won_first = np.zeros((len(first), n_classes))
-    won_first[np.arange(len(first)), first] = 1
-    won_second = np.zeros_like(won_first)
-    won_second[np.arange(len(second)), second] = 1
-    votes = (dec >= 0) @ won_first + (dec < 0) @ won_second
-    margins = dec @ (won_first - won_second)
+    from scipy.sparse import csr_matrix
+
+    pairs = np.arange(len(first))
+    ones = np.ones(len(first))
+    # pairs x classes indicators, sparse: two non-zeros a row whatever the number of classes
+    won_first = csr_matrix((ones, (pairs, first)), shape=(len(first), n_classes))
+    won_second = csr_matrix((ones, (pairs, second)), shape=(len(first), n_classes))
+    votes = (won_first.T @ (dec >= 0).T + won_second.T @ (dec < 0).T).T
+    margins = (won_first - won_second).T.dot(dec.T).T
     return votes + margins / (3 * (np.abs(margins) + 1))
 
 

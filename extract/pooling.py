@@ -44,14 +44,16 @@ def pool(hidden, mask, pooling: str, xp):
     if pooling == "cls":
         return hidden[:, 0]
     keep = mask[:, :, None] != 0
-    if pooling == "max":
-        return xp.amax(xp.where(keep, hidden, -xp.inf), 1)
-    return xp.sum(xp.where(keep, hidden, 0), 1) / xp.clip(xp.sum(keep, 1), 1, None)
+    if pooling == "max":  # finite, so a row without tokens stays finite instead of -inf (NaN once normalized)
+        return xp.amax(xp.where(keep, hidden, xp.finfo(hidden.dtype).min), 1)
+    counts = xp.asarray(xp.clip(xp.sum(keep, 1), 1, None), dtype=hidden.dtype)
+    return xp.sum(xp.where(keep, hidden, 0), 1) / counts
 
 
 def pool_layers(hidden_states, mask, pooling: str, layers: tuple[int, ...], normalize: bool, xp):
-    """Pool each chosen float32 layer, concatenate, optionally L2-normalize."""
-    parts = [pool(hidden_states[layer], mask, pooling, xp) for layer in layers]
+    """Pool each chosen layer in float32 (only those: on a GPU all layers in float32 would cost
+    gigabytes), concatenate, optionally L2-normalize."""
+    parts = [pool(xp.asarray(hidden_states[layer], dtype=xp.float32), mask, pooling, xp) for layer in layers]
     vec = parts[0] if len(parts) == 1 else xp.concatenate(parts, -1)
     if normalize:
         vec = vec / xp.clip(xp.linalg.norm(vec, axis=-1, keepdims=True), 1e-12, None)

@@ -19,6 +19,8 @@ import numpy as np
 
 from errors import BertfeatError
 from extract.data import read_table
+from sklearn.base import clone
+
 from extract.encoder import BertEncoder
 from extract.pipeline import CHUNK_TEXTS, Embedder
 
@@ -74,7 +76,9 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
     with _session(address) as ray:
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        gpus_per_worker = (1 if gpus else 0) if gpus_per_worker is None else gpus_per_worker
+        node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1])
+        cpu_only = encoders[0].device == "cpu" or encoders[0].precision == "int8"  # int8 runs on CPUs only
+        gpus_per_worker = (1 if gpus and not cpu_only else 0) if gpus_per_worker is None else gpus_per_worker
         if gpus_per_worker and gpus_per_worker > gpus:
             raise BertfeatError(f"--gpus-per-worker {gpus_per_worker}: the Ray cluster has {gpus:g} GPU(s); "
                                 "pass --gpus-per-worker 0 to run on CPUs")
@@ -83,7 +87,9 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
         block_texts = block_texts or BLOCK_TEXTS["gpu" if gpus_per_worker else "cpu"]
         # CPU actors share the cluster's cores evenly (on one machine: 2 actors x 1 thread on 2 cores);
         # a GPU actor takes one core for tokenizing and leaves the forward to the GPU.
-        threads = None if gpus_per_worker else max(1, cpus // max(num_workers, 1))
+        threads = None if gpus_per_worker else max(1, min(node_cpus, cpus // max(num_workers, 1)))
+        if not gpus_per_worker:  # an actor without a GPU share must not pick up a node's GPU through auto
+            encoders = [clone(enc).set_params(device="cpu") for enc in encoders]
         if num_workers < 1 or block_texts < 1:
             raise BertfeatError("--num-workers and --block-size must be positive")
         context = ray.data.DataContext.get_current()

@@ -149,3 +149,11 @@ def test_embed_reads_folders_and_globs(tmp_path):
     assert by_glob["n_texts"] == 400 and by_glob["n_embedded"] == 0
     proc = run_cli("embed", "--data", str(folder / "*.parquet"), "--cache-dir", cache, check=2)
     assert "no data files" in proc.stderr and "*.parquet" in proc.stderr
+
+
+@pytest.mark.parametrize("head", ["torch", "sgd"])
+def test_fit_prints_its_report(head, tmp_path):
+    proc = run_cli("fit", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--head", head, "--quiet",
+                   "--cache-dir", tmp_path / "cache", "--out", tmp_path / "model", check=0)
+    assert f"head {head} on all-MiniLM-L6-v2 mean (384 dims): 320 train, 80 test texts" in proc.stdout
+    assert "macro avg" in proc.stdout and "model saved to" in proc.stdout

@@ -107,3 +107,10 @@ def test_ray_engine_reports_a_bad_file_in_one_line(tmp_path):
     assert errors == [f"error: {DEMO_TRAIN}: no column 'body' (columns: text, label); pass --text-col with one of them"]
     assert "Traceback" not in proc.stderr
     assert not glob.glob(str(tmp_path / "cache" / "*" / "*.npy"))  # nothing half-written
+
+
+def test_ray_cluster_needs_a_shared_cache_dir(tmp_path):
+    from conftest import DEMO_TRAIN, run_cli
+
+    proc = run_cli("embed", "--data", DEMO_TRAIN, "--engine", "ray", "--address", "auto", check=2)
+    assert "pass --cache-dir on storage every node can write" in proc.stderr
