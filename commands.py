@@ -113,8 +113,8 @@ def cmd_embed(args) -> dict:
         from extract import read_table
 
         table = read_table(files, args.text_col, None, args.pair_col, args.encoding, args.drop_empty)
-        result = run_embed(args, [base_encoder(args)], table.texts, table.pairs)
-        summary = {**result.summary(), "dim": result.vectors[0].shape[1], "engine": "local"}
+        result = embedder(args, [base_encoder(args)])(table.texts, table.pairs, not args.quiet, load=False)
+        summary = {**result.summary(), "dim": result.dims[0], "engine": "local"}
         done = f"embedded in {summary['seconds']:.1f} s; dim {summary['dim']}"
     summary["cache_dir"] = os.path.abspath(cache_dir(args))
     if not args.json:
@@ -132,10 +132,12 @@ def cmd_fit(args) -> dict:
     spec = args.features or (args.pooling if args.layers == "-1" else f"{args.pooling}@{args.layers}")
     if args.head in STREAMING_HEADS:
         encoders, emb, pred, fit_seconds = fit_streamed(args, head, spec, train, texts, pairs)
+        dim = emb.dims[0]
     else:
         arrays, views, emb = embed_views(args, [spec], texts, pairs)
         encoders = views[spec]
         X_train, X_test = arrays[spec][:len(train.texts)], arrays[spec][len(train.texts):]
+        dim = X_train.shape[1]
         log.info("fitting %s on %d x %d", args.head, *X_train.shape)
         t0 = time.perf_counter()
         head.fit(X_train, np.asarray(train.labels))
@@ -148,7 +150,7 @@ def cmd_fit(args) -> dict:
     model_dir = save_model(args, args.out or default_out(args.head), head, args.head, spec, encoders, emb,
                            summary, "fit")
     if not args.json:
-        print(f"head {args.head} on {args.model} {spec} ({emb.vectors[0].shape[1]} dims): {len(train.texts)} train, "
+        print(f"head {args.head} on {args.model} {spec} ({dim} dims): {len(train.texts)} train, "
               f"{len(test.texts)} test texts; fit {fit_seconds:.1f} s\n")
         print(format_report(metrics))
         print(f"\nmodel saved to {model_dir}")
@@ -164,8 +166,6 @@ def fit_streamed(args, head, spec, train, texts, pairs):
     the vectors are then read one shard at a time, so the training set may exceed memory.
     Returns (encoders, embedding summary, test predictions, fit seconds: reading shards included).
     """
-    import dataclasses
-
     from cache import text_keys
     from classify.stream import fit_streaming, predict_streaming
     from extract import feature_encoders
@@ -174,19 +174,15 @@ def fit_streamed(args, head, spec, train, texts, pairs):
     if len(encoders) != 1:
         raise BertfeatError(f"--head {args.head} streams one feature view from the cache; '{spec}' has "
                             f"{len(encoders)}: pass a single pooling, e.g. --features mean")
-    keys = text_keys(texts, pairs)
     embed = embedder(args, encoders)
-    store = embed.stores[0]  # one index read for all: its own writes below update it
-    missing = np.flatnonzero(~store.found(keys))
-    emb = embed([texts[i] for i in missing], [pairs[i] for i in missing] if pairs else None, not args.quiet)
+    emb = embed(texts, pairs, not args.quiet, load=False)  # embeds only what the cache lacks
+    store = embed.stores[0]  # its index, read once, already holds the shards just written
+    keys = text_keys(texts, pairs)
     log.info("fitting %s from the cache, shard by shard", args.head)
     n_train = len(train.texts)
     t0 = time.perf_counter()
     fit_streaming(head, store, keys[:n_train], train.labels, seed=args.seed)
     fit_seconds = time.perf_counter() - t0
-    n_unique = len(np.unique(keys))
-    emb = dataclasses.replace(emb, n_texts=len(texts), n_unique=n_unique, n_cached=n_unique - emb.n_embedded,
-                              vectors=[np.empty((0, head.n_features_in_), np.float32)])
     return encoders, emb, predict_streaming(head, store, keys[n_train:]), fit_seconds
 
 

@@ -72,20 +72,28 @@ def exports(root: str) -> list[dict]:
 
 def verify(root: str) -> dict:
     """Check every committed shard against its checksums; list damage and leftovers of killed runs."""
-    damaged, leftovers, shards = [], [], 0
+    damaged, shards = [], 0
     for fp in _encoder_folders(root):
         store = VectorStore(root, fp)
-        committed = set(store.shards())
-        for shard in sorted(committed):
+        for shard in store.shards():
             shards += 1
             problem = store.check_shard(shard)
             if problem:
                 damaged.append({"fingerprint": fp, "shard": shard, "problem": problem})
+    return {"shards": shards, "damaged": damaged, "leftovers": _leftovers(root)}
+
+
+def _leftovers(root: str) -> list[str]:
+    """Temp files and uncommitted arrays of killed runs, relative to ``root``; reads no shard data."""
+    leftovers = []
+    for fp in _encoder_folders(root):
+        store = VectorStore(root, fp)
+        committed = set(store.shards())
         for name in os.listdir(store.folder):
             stem = name.split(".")[0]
             if name.startswith(".tmp-") or (name.endswith(".npy") and stem not in committed):
                 leftovers.append(os.path.join(fp, name))
-    return {"shards": shards, "damaged": damaged, "leftovers": sorted(leftovers)}
+    return sorted(leftovers)
 
 
 def prune(root: str, model: str | None = None, fingerprint: str | None = None,
@@ -112,7 +120,7 @@ def remove_leftovers(root: str, min_age_seconds: float = 3600) -> int:
     Only files older than ``min_age_seconds``: a younger one may belong to a run still writing it.
     """
     removed = 0
-    for rel in verify(root)["leftovers"]:
+    for rel in _leftovers(root):
         path = os.path.join(root, rel)
         try:
             if time.time() - os.path.getmtime(path) >= min_age_seconds:

@@ -91,11 +91,14 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 class VectorStore:
     """The vectors of one encoder fingerprint."""
 
-    def __init__(self, root: str, fingerprint: str, settings: dict | None = None):
+    def __init__(self, root: str, fingerprint: str, settings: dict | None = None, verify: bool = True):
+        """``verify=False`` trusts the commit records without hashing the shards: for a process whose
+        parent has just verified this cache (a Ray actor), so N workers do not re-read it N times."""
         self.root = root
         self.folder = os.path.join(root, fingerprint)
         self.fingerprint = fingerprint
         self.settings = settings
+        self.verify = verify
         self._index: dict[bytes, tuple[str, int]] | None = None
 
     # -- reading -------------------------------------------------------------------------------
@@ -111,28 +114,34 @@ class VectorStore:
 
     def check_shard(self, shard: str) -> str | None:
         """None if the shard's files match their recorded checksums, else what is wrong."""
+        return self._read_checked(shard)[1]
+
+    def _read_checked(self, shard: str, verify: bool = True) -> tuple[np.ndarray | None, str | None]:
+        """(the shard's keys, None), or (None, what is wrong); the keys file is read once for both."""
         keys_path, vec_path, meta_path = self._paths(shard)
         try:
             with open(meta_path) as fh:
                 meta = json.load(fh)
-            for path, field in ((keys_path, "keys_sha256"), (vec_path, "vectors_sha256")):
-                if sha256_file(path) != meta[field]:
-                    return f"{os.path.basename(path)} does not match its checksum"
+            with open(keys_path, "rb") as fh:
+                keys_bytes = fh.read()
+            if verify and hashlib.sha256(keys_bytes).hexdigest() != meta["keys_sha256"]:
+                return None, f"{os.path.basename(keys_path)} does not match its checksum"
+            if verify and sha256_file(vec_path) != meta["vectors_sha256"]:
+                return None, f"{os.path.basename(vec_path)} does not match its checksum"
+            return np.load(io.BytesIO(keys_bytes)), None
         except (OSError, ValueError, KeyError) as exc:
-            return f"unreadable ({type(exc).__name__}: {exc})"
-        return None
+            return None, f"unreadable ({type(exc).__name__}: {exc})"
 
     def _load_index(self) -> dict[bytes, tuple[str, int]]:
         if self._index is not None:
             return self._index
         index: dict[bytes, tuple[str, int]] = {}
         for shard in self.shards():
-            problem = self.check_shard(shard)
+            keys, problem = self._read_checked(shard, self.verify)
             if problem:
                 log.warning("cache shard %s: %s; its rows will be embedded again", self._paths(shard)[2], problem)
                 self._discard(shard)
                 continue
-            keys = np.load(self._paths(shard)[0])
             for row, key in enumerate(keys.tolist()):
                 index.setdefault(key, (shard, row))
         self._index = index
@@ -148,38 +157,48 @@ class VectorStore:
 
     def get(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Returns (found mask, vectors of the found keys in order or None when nothing was found)."""
-        found = self.found(keys)
-        if not found.any():
-            return found, None
+        found = np.zeros(len(keys), dtype=bool)
         out = None
-        for pos, vectors in self.iter_found(keys):
+        for pos, vectors in self.iter_found(self.locate(keys)):
             if out is None:
                 out = np.empty((len(keys), vectors.shape[1]), dtype=np.float32)
             out[pos] = vectors
-        return found, out[found]
+            found[pos] = True
+        return found, (out[found] if out is not None else None)
 
     def found(self, keys: np.ndarray) -> np.ndarray:
-        """Which keys have a vector here; reads no vectors."""
+        """Which keys have a vector here; reads no vectors (the index: keys files, checked once)."""
         index = self._load_index()
         return np.array([k in index for k in keys.tolist()], dtype=bool)
 
-    def iter_found(self, keys: np.ndarray, shard_order=None):
-        """Yield ``(positions in keys, their vectors)`` one shard at a time, in ``shard_order`` (a function
-        that reorders a list of shard names; default: sorted).
+    def dim(self) -> int | None:
+        """The vectors' width, from any commit record; None while the store is empty."""
+        for shard in self.shards():
+            with open(self._paths(shard)[2]) as fh:
+                return int(json.load(fh)["dim"])
+        return None
 
-        Only the requested rows of one shard are in memory at once, whatever the number of keys: this is
-        how a streaming head trains on more vectors than fit in RAM. Each shard is memory-mapped for the
-        read and unmapped after, so its pages do not stay resident either.
-        """
+    def locate(self, keys: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """shard -> (positions in ``keys``, rows in the shard) for every key stored here."""
         index = self._load_index()
         by_shard: dict[str, list[tuple[int, int]]] = {}
         for pos, key in enumerate(keys.tolist()):
             hit = index.get(key)
             if hit is not None:
                 by_shard.setdefault(hit[0], []).append((pos, hit[1]))
-        names = sorted(by_shard)
+        return {shard: tuple(np.array(pairs).T) for shard, pairs in sorted(by_shard.items())}
+
+    def iter_found(self, located: dict[str, tuple[np.ndarray, np.ndarray]], shard_order=None):
+        """Yield ``(positions, their vectors)`` one shard of ``locate(keys)`` at a time, in ``shard_order``
+        (a function that reorders a list of shard names; default: sorted).
+
+        Only the requested rows of one shard are in memory at once, whatever the number of keys: this is
+        how a streaming head trains on more vectors than fit in RAM. Each shard is memory-mapped for the
+        read and unmapped after, so its pages do not stay resident either.
+        """
+        names = list(located)
         for shard in shard_order(names) if shard_order else names:
-            pos, rows = np.array(by_shard[shard]).T
+            pos, rows = located[shard]
             mapped = np.load(self._paths(shard)[1], mmap_mode="r")
             vectors = np.asarray(mapped[rows], dtype=np.float32)
             del mapped

@@ -12,8 +12,9 @@ def fit_streaming(head, store, keys: np.ndarray, labels, epochs: int = EPOCHS, s
     labels = np.asarray(labels)
     classes = np.unique(labels)
     rng = np.random.default_rng(seed)
+    located = store.locate(keys)  # once: only the shard order changes between epochs
     for _ in range(epochs):
-        for pos, X in store.iter_found(keys, shard_order=lambda names: [names[i] for i in rng.permutation(len(names))]):
+        for pos, X in store.iter_found(located, lambda names: [names[i] for i in rng.permutation(len(names))]):
             order = rng.permutation(len(pos))
             head.partial_fit(X[order], labels[pos[order]], classes=classes)
     return head
@@ -22,6 +23,6 @@ def fit_streaming(head, store, keys: np.ndarray, labels, epochs: int = EPOCHS, s
 def predict_streaming(head, store, keys: np.ndarray) -> np.ndarray:
     """``head.predict`` for every key, one shard at a time, in the keys' order."""
     pred = np.empty(len(keys), dtype=object)
-    for pos, X in store.iter_found(keys):
+    for pos, X in store.iter_found(store.locate(keys)):
         pred[pos] = head.predict(X)
     return pred

@@ -120,8 +120,7 @@ class BertEncoder(TransformerMixin, BaseEstimator):
         return precision, model_io.runtime_for(precision, device)
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.cache_settings(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:32]
+        return settings_fingerprint(self.cache_settings())
 
     def transform(self, X) -> np.ndarray:
         """Texts (or (text, pair) tuples) -> float32 array (n_texts, dim), in input order."""
@@ -129,6 +128,11 @@ class BertEncoder(TransformerMixin, BaseEstimator):
 
         texts, pairs = split_inputs(X)
         return embed([self], texts, pairs, cache_dir=self.cache_dir, progress=self.progress).vectors[0]
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """The cache key of ``cache_settings()``: callers holding the settings need not resolve them again."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def feature_encoders(spec: str, base: BertEncoder) -> list[BertEncoder]:

@@ -142,13 +142,17 @@ def resolve_precision(precision: str, device: str) -> str:
     return resolved
 
 
+# Precisions that only a CPU runs (per-channel int8 through ONNX Runtime).
+CPU_ONLY_PRECISIONS = ("int8",)
+
+
 def runtime_for(precision: str, device: str) -> str:
     """Which engine runs a resolved precision: torch, or an ONNX export on onnxruntime / openvino (CPU only).
 
     On a CPU, torch's bf16 is slower than OpenVINO's and its int8 (per-tensor) loses accuracy, so those
     two precisions run from an ONNX export; fp32 stays on torch, the reference path.
     """
-    if precision == "int8":
+    if precision in CPU_ONLY_PRECISIONS:
         if device != "cpu":
             raise BertfeatError(f"precision 'int8' runs on the CPU only, not '{device}'; "
                                 "use --precision bf16 or fp16 there, or --device cpu")

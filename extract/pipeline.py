@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cache import VectorStore, text_keys
-from extract.encoder import BertEncoder, Forward
+from extract.encoder import BertEncoder, Forward, settings_fingerprint
 from extract import batching
 
 log = logging.getLogger("bertfeat")
@@ -22,7 +22,8 @@ CHUNK_TEXTS = 2048
 
 @dataclass
 class Embedded:
-    vectors: list[np.ndarray]  # one (n_texts, dim) array per encoder, in input order
+    vectors: list[np.ndarray] | None  # one (n_texts, dim) array per encoder, in input order; None: not loaded
+    dims: list[int | None]  # each encoder's vector width (None: nothing embedded or stored yet)
     n_texts: int
     n_unique: int
     n_cached: int  # unique texts found in the cache for every encoder
@@ -36,7 +37,7 @@ class Embedded:
     def summary(self) -> dict:
         return {"n_texts": self.n_texts, "n_unique": self.n_unique, "n_cached": self.n_cached,
                 "n_embedded": self.n_embedded, "n_truncated": self.n_truncated,
-                "seconds": round(self.seconds, 3), "dim": [int(v.shape[1]) for v in self.vectors],
+                "seconds": round(self.seconds, 3), "dim": self.dims,
                 "device": self.device, "precision": self.precision, "n_windowed": self.n_windowed}
 
 
@@ -56,12 +57,12 @@ class Embedder:
     (a Ray worker serves many blocks of texts). Its index sees its own writes, not other processes'
     later ones: a text another writer stored meanwhile is embedded again, never served wrong."""
 
-    def __init__(self, encoders: list[BertEncoder], cache_dir: str | None = None, chunk_size: int = CHUNK_TEXTS):
+    def __init__(self, encoders: list[BertEncoder], cache_dir: str | None = None, chunk_size: int = CHUNK_TEXTS,
+                 verify: bool = True):
         for enc in encoders:
             enc.validate()
         self.encoders, self.cache_dir, self.chunk_size = encoders, cache_dir, chunk_size
-        self.stores = [VectorStore(cache_dir, enc.fingerprint(), enc.cache_settings()) if cache_dir else None
-                       for enc in encoders]
+        self.stores = [_store(cache_dir, enc.cache_settings(), verify) if cache_dir else None for enc in encoders]
         self._forward: Forward | None = None
 
     def forward(self) -> Forward:
@@ -69,16 +70,23 @@ class Embedder:
             self._forward = Forward(self.encoders, model_cache=os.environ.get("BERTFEAT_MODELS") or self.cache_dir)
         return self._forward
 
-    def __call__(self, texts: list[str], pairs: list[str] | None = None, progress: bool = True) -> Embedded:
+    def __call__(self, texts: list[str], pairs: list[str] | None = None, progress: bool = True,
+                 load: bool = True) -> Embedded:
+        """``load=False``: make sure every text is in the cache and count, without reading cached vectors
+        back (``vectors`` is then None): for filling a cache, or a head that streams from it."""
         start = time.perf_counter()
         keys = text_keys(texts, pairs)
         uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         n_unique = len(uniq_keys)
         results: list[np.ndarray | None] = [None] * len(self.encoders)
+        dims: list[int | None] = [store.dim() if store and not load else None for store in self.stores]
         need = np.zeros(n_unique, dtype=bool)
         found_masks = []
         for i, store in enumerate(self.stores):
-            found, vecs = store.get(uniq_keys) if store else (np.zeros(n_unique, dtype=bool), None)
+            if store is not None and not load:
+                found, vecs = store.found(uniq_keys), None
+            else:
+                found, vecs = store.get(uniq_keys) if store else (np.zeros(n_unique, dtype=bool), None)
             found_masks.append(found)
             if vecs is not None:
                 results[i] = np.empty((n_unique, vecs.shape[1]), dtype=np.float32)
@@ -108,13 +116,15 @@ class Embedder:
                 pending.append((todo[finished], outs))
                 bar.update(len(finished))
                 if sum(len(p[0]) for p in pending) >= self.chunk_size or b == len(batches) - 1:
-                    _commit(pending, results, self.stores, found_masks, uniq_keys, n_unique)
+                    _commit(pending, results if load else None, self.stores, found_masks, uniq_keys, n_unique)
                     pending = []
             bar.close()
-        # No texts at all: empty arrays (a streaming fit embeds only what the cache lacks, maybe nothing).
-        vectors = [r[inverse] if r is not None else np.empty((0, 0), np.float32) for r in results]
-        return Embedded(vectors, len(texts), n_unique, n_unique - len(todo), len(todo), n_truncated,
-                        time.perf_counter() - start, device, n_windowed, precision)
+            dims = [d or int(out.shape[1]) for d, out in zip(dims, outs)]
+        if load:
+            dims = [int(r.shape[1]) if r is not None else None for r in results]
+            vectors = [r[inverse] if r is not None else np.empty((0, 0), np.float32) for r in results]
+        return Embedded(vectors if load else None, dims, len(texts), n_unique, n_unique - len(todo), len(todo),
+                        n_truncated, time.perf_counter() - start, device, n_windowed, precision)
 
 
 def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> None:
@@ -122,13 +132,18 @@ def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> None:
     positions = np.concatenate([p[0] for p in pending])
     for i, store in enumerate(stores):
         chunk = np.concatenate([p[1][i] for p in pending])
-        if results[i] is None:
-            results[i] = np.empty((n_unique, chunk.shape[1]), dtype=np.float32)
-        results[i][positions] = chunk
+        if results is not None:  # None: the caller keeps nothing in memory (load=False)
+            if results[i] is None:
+                results[i] = np.empty((n_unique, chunk.shape[1]), dtype=np.float32)
+            results[i][positions] = chunk
         if store is not None:
             missing = ~found_masks[i][positions]
             if missing.any():
                 store.put(uniq_keys[positions[missing]], chunk[missing])
+
+
+def _store(cache_dir: str, settings: dict, verify: bool) -> VectorStore:
+    return VectorStore(cache_dir, settings_fingerprint(settings), settings, verify=verify)
 
 
 def _progress(total: int, enabled: bool):

@@ -22,9 +22,8 @@ from extract.data import read_table
 from sklearn.base import clone
 
 from extract.encoder import BertEncoder
+from extract.model import CPU_ONLY_PRECISIONS
 from extract.pipeline import CHUNK_TEXTS, Embedder
-
-log = logging.getLogger("bertfeat")
 
 # Texts per actor call: big enough that the per-call overhead (a Ray task, a cache lookup: ~10 ms) is
 # small next to the forward pass, small enough that every worker gets work and a retried block costs
@@ -48,11 +47,13 @@ class EncoderWorker:
     def __init__(self, params: list[dict], cache_dir: str, chunk_size: int, threads: int | None):
         if threads:  # before any runtime starts its pool: one per core otherwise, in every actor (oversubscribed)
             os.environ["OMP_NUM_THREADS"] = str(threads)
-        self.embedder = Embedder([BertEncoder(**p) for p in params], cache_dir, chunk_size)
+        # Actors only check which texts are stored (load=False) and never serve a vector, so hashing every
+        # shard in every actor would buy nothing: whoever reads the vectors later verifies them.
+        self.embedder = Embedder([BertEncoder(**p) for p in params], cache_dir, chunk_size, verify=False)
 
     def __call__(self, batch: dict) -> dict:
         pairs = [str(p) for p in batch["pair"]] if "pair" in batch else None
-        done = self.embedder([str(t) for t in batch["text"]], pairs, progress=False)
+        done = self.embedder([str(t) for t in batch["text"]], pairs, progress=False, load=False)
         out = {name: np.array([getattr(done, name)]) for name in COUNTS}
         out["seconds"] = np.array([done.seconds])
         out["device"] = np.array([done.device or ""], dtype=object)
@@ -77,7 +78,7 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1])
-        cpu_only = encoders[0].device == "cpu" or encoders[0].precision == "int8"  # int8 runs on CPUs only
+        cpu_only = encoders[0].device == "cpu" or encoders[0].precision in CPU_ONLY_PRECISIONS
         gpus_per_worker = (1 if gpus and not cpu_only else 0) if gpus_per_worker is None else gpus_per_worker
         if gpus_per_worker and gpus_per_worker > gpus:
             raise BertfeatError(f"--gpus-per-worker {gpus_per_worker}: the Ray cluster has {gpus:g} GPU(s); "
