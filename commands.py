@@ -59,6 +59,11 @@ def embed_views(args, specs: list[str], texts, pairs):
     return arrays, views, emb
 
 
+def default_view(args) -> str:
+    """The feature view --pooling and --layers name, as `fit --features` / `bench --poolings` spell it."""
+    return args.pooling if args.layers == "-1" else f"{args.pooling}@{args.layers}"
+
+
 def read_labelled(args):
     from extract import check_labels, read_table, split_table
 
@@ -124,13 +129,14 @@ def cmd_embed(args) -> dict:
 
 
 def cmd_fit(args) -> dict:
-    from classify import evaluate, format_report, make_head
-    from classify.heads import STREAMING_HEADS
+    from classify import evaluate, format_report
+    from classify.heads import head_info
 
-    head = make_head(args.head, args.seed)  # an unknown head fails before any embedding work
+    info = head_info(args.head)  # an unknown head fails before any embedding work
+    head = info.make(args.seed)
     train, test, texts, pairs = read_labelled(args)
-    spec = args.features or (args.pooling if args.layers == "-1" else f"{args.pooling}@{args.layers}")
-    if args.head in STREAMING_HEADS:
+    spec = args.features or default_view(args)
+    if info.streaming:
         encoders, emb, pred, fit_seconds = fit_streamed(args, head, spec, train, texts, pairs)
         dim = emb.dims[0]
     else:
@@ -189,15 +195,17 @@ def fit_streamed(args, head, spec, train, texts, pairs):
 def cmd_bench(args) -> dict:
     from classify import HEADS
     from classify.bench import mteb_protocol, run_bench
+    from classify.heads import head_info
     from classify.report import table, write_report
 
     heads = _list_arg(args.heads, "--heads") if args.heads else sorted(HEADS)
     for name in heads:
-        if name not in HEADS:
-            raise BertfeatError(f"--heads: unknown head '{name}'; expected one of: {', '.join(sorted(HEADS))}")
+        head_info(name)  # an unknown head fails before any embedding work
     if args.cv < 2:
         raise BertfeatError(f"bad --cv {args.cv}; expected 2 or more folds")
-    specs = _list_arg(args.poolings, "--poolings") if args.poolings else [args.pooling]
+    specs = _list_arg(args.poolings, "--poolings") if args.poolings else [default_view(args)]
+    if args.samples_per_label:
+        specs = specs[:1]  # the MTEB protocol scores one view: embedding the others would be wasted
     train, test, texts, pairs = read_labelled(args)
     arrays, views, emb = embed_views(args, specs, texts, pairs)
     n = len(train.texts)

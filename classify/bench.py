@@ -6,10 +6,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from classify.heads import make_head
+from classify.heads import head_info
 from classify.metrics import evaluate
 from classify.tuning import tune
 
@@ -38,13 +36,8 @@ class Result:
 def run_one(name: str, features: str, X_train, y_train, X_test, y_test, cv: int, do_tune: bool, seed: int):
     """Tune (or cross-validate the defaults of) one head on one view, refit on all training data, score."""
     t0 = time.perf_counter()
-    head = make_head(name, seed)
-    if do_tune:
-        head, params, cv_score = tune(head, name, X_train, y_train, cv, seed)
-    else:
-        folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
-        cv_score = float(cross_val_score(clone(head), X_train, y_train, cv=folds, scoring="accuracy").mean())
-        head, params = head.fit(X_train, y_train), {}
+    info = head_info(name)
+    head, params, cv_score = tune(info.make(seed), info.grid if do_tune else {}, X_train, y_train, cv, seed)
     fit_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     proba = head.predict_proba(X_test)
@@ -72,11 +65,6 @@ def _plain(params: dict) -> dict:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
 
 
-# Rough relative fit cost on a many-class task (BENCHMARKS.md). The dearest jobs start first, so the
-# workers finish together instead of one idling while the other runs a big job that started last.
-FIT_COST = {"lgbm": 7, "vote": 5, "svm": 4, "mlp": 2}
-
-
 def _run_single_threaded(*args):
     # One job per core, each on one thread: kernel SVMs and small fits do not use a second core
     # well, and two multi-threaded jobs on two cores would fight over them.
@@ -98,7 +86,7 @@ def run_bench(views: dict, y_train, y_test, heads: list[str], cv: int = 3, do_tu
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     jobs = [(name, features, X_train, y_train, X_test, y_test, cv, do_tune, seed)
             for features, (X_train, X_test) in views.items() for name in heads]
-    jobs.sort(key=lambda job: -FIT_COST.get(job[0], 1))
+    jobs.sort(key=lambda job: -head_info(job[0]).cost)  # dearest first (Head.cost)
     n_jobs = min(n_jobs or os.cpu_count() or 1, len(jobs))
     if n_jobs == 1:
         outputs = (_run_single_threaded(*job) for job in jobs)

@@ -5,6 +5,9 @@ features carries its own scaler in a Pipeline, so nobody branches on a head's ty
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Callable
+
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -165,7 +168,7 @@ def torch(seed: int = 0):
     """A PyTorch softmax layer on standardized features, AdamW with early stopping (the classic recipe)."""
     from classify.torch_head import TorchSoftmaxClassifier
 
-    return TorchSoftmaxClassifier(hidden=0, random_state=seed)
+    return TorchSoftmaxClassifier(random_state=seed)
 
 
 def vote(seed: int = 0):
@@ -176,14 +179,42 @@ def vote(seed: int = 0):
     return VotingClassifier([("logreg", logreg(seed)), ("svm", svm(seed, components=None))], voting="soft")
 
 
-HEADS = {"knn": knn, "lgbm": lgbm, "logreg": logreg, "mlp": mlp, "sgd": sgd, "svm": svm, "torch": torch,
-         "vote": vote}
-# Heads that `fit` trains from the cache shard by shard instead of from one in-memory array.
-STREAMING_HEADS = ("sgd",)
+@dataclass(frozen=True)
+class Head:
+    """One registry entry: how to make the head, and what `bench` and `fit` need to know about it."""
+
+    make: Callable[[int], object]  # seed -> a new, unfitted scikit-learn-compatible classifier
+    # bench's successive-halving grid (names as in the estimator: ``step__param`` in a Pipeline). Three
+    # candidates halve well (a third of the rows, then all of them for the winner); two would both need
+    # the full cross-validation. Empty: the defaults, cross-validated once.
+    grid: dict = field(default_factory=dict)
+    # Rough relative fit cost on a many-class task (BENCHMARKS.md): bench starts the dearest jobs first,
+    # so its workers finish together instead of one idling while the other runs a big job started last.
+    cost: int = 1
+    streaming: bool = False  # `fit` trains it from the cache shard by shard (partial_fit), not in memory
+
+
+# mlp and torch early-stop on a validation split of their own, vote's members are already tuned, and a
+# lgbm grid costs most (77 trees a round on Banking77): they keep their defaults.
+HEADS = {
+    "knn": Head(knn, {"n_neighbors": [5, 10, 25]}),
+    "lgbm": Head(lgbm, cost=7),
+    "logreg": Head(logreg, {"C": [1.0, 10.0, 100.0]}),
+    "mlp": Head(mlp, cost=2),
+    "sgd": Head(sgd, streaming=True),
+    "svm": Head(svm, {"softmaxsvc__C": [1.0, 3.0, 10.0]}, cost=4),
+    "torch": Head(torch),
+    "vote": Head(vote, cost=5),
+}
 
 
 def make_head(name: str, seed: int = 0):
     """A new, unfitted head by registry name."""
+    return head_info(name).make(seed)
+
+
+def head_info(name: str) -> Head:
+    """The registry entry of ``name``; an unknown name is a one-line error listing the registry."""
     if name not in HEADS:
         raise BertfeatError(f"unknown head '{name}'; expected one of: {', '.join(sorted(HEADS))}")
-    return HEADS[name](seed)
+    return HEADS[name]

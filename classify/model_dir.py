@@ -19,7 +19,8 @@ from errors import BertfeatError
 
 HEAD_FILE = "head.joblib"
 MANIFEST = "manifest.json"
-FORMAT = 1
+# Bump when the manifest's keys change; read_manifest refuses other formats in one line.
+FORMAT = 2  # 2: encoders/fingerprints lists (feature views of several encoders)
 
 
 def package_versions() -> dict:
@@ -73,6 +74,9 @@ def read_manifest(path: str) -> dict:
         files = manifest["files"]
     except (ValueError, KeyError, TypeError):
         raise BertfeatError(f"--model-dir {path}: {MANIFEST} is damaged; fit the model again") from None
+    if manifest.get("format") != FORMAT:
+        raise BertfeatError(f"--model-dir {path}: written by another bertfeat version (model format "
+                            f"{manifest.get('format')}, this one reads {FORMAT}); fit the model again")
     if HEAD_FILE not in files:
         raise BertfeatError(f"--model-dir {path}: {MANIFEST} lists no {HEAD_FILE}; fit the model again")
     for name, digest in files.items():

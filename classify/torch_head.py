@@ -1,4 +1,4 @@
-"""A small PyTorch softmax / MLP head on cached vectors: the classic "fully connected layer + softmax"."""
+"""A small PyTorch softmax head on cached vectors: the classic "fully connected layer + softmax"."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,12 +8,11 @@ from sklearn.utils.validation import check_is_fitted
 
 
 class TorchSoftmaxClassifier(ClassifierMixin, BaseEstimator):
-    """Linear softmax (``hidden=0``) or one-hidden-layer MLP, trained with AdamW and early stopping.
+    """Multinomial softmax regression (one linear layer on standardized inputs), trained with AdamW and
+    early stopping. (A hidden layer is what the ``mlp`` head is for.)
 
     Parameters
     ----------
-    hidden : int, default=0
-        Hidden units; 0 is plain multinomial softmax regression.
     dropout : float, default=0.1
     lr : float, default=3e-3
     weight_decay : float, default=1e-4
@@ -25,9 +24,8 @@ class TorchSoftmaxClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, default=0
     """
 
-    def __init__(self, hidden=0, dropout=0.1, lr=3e-3, weight_decay=1e-4, max_epochs=200, patience=10,
+    def __init__(self, dropout=0.1, lr=3e-3, weight_decay=1e-4, max_epochs=200, patience=10,
                  batch_size=256, validation_fraction=0.1, random_state=0):
-        self.hidden = hidden
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -40,9 +38,6 @@ class TorchSoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _network(self, n_in: int, n_out: int):
         import torch.nn as nn
 
-        if self.hidden:
-            return nn.Sequential(nn.Dropout(self.dropout), nn.Linear(n_in, self.hidden), nn.GELU(),
-                                 nn.Dropout(self.dropout), nn.Linear(self.hidden, n_out))
         return nn.Sequential(nn.Dropout(self.dropout), nn.Linear(n_in, n_out))
 
     def fit(self, X, y):
@@ -61,12 +56,12 @@ class TorchSoftmaxClassifier(ClassifierMixin, BaseEstimator):
         net = self._network(Xs.shape[1], len(self.classes_))
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = torch.nn.CrossEntropyLoss()
-        Xt, yt = torch.from_numpy(Xs), torch.from_numpy(y_idx.astype(np.int64))
+        Xt, yt, tr_t = torch.from_numpy(Xs), torch.from_numpy(y_idx.astype(np.int64)), torch.from_numpy(tr)
         best, best_state, waited = float("inf"), None, 0
         for epoch in range(self.max_epochs):
             net.train()
             for batch in torch.randperm(len(tr), generator=gen).split(self.batch_size):
-                rows = torch.from_numpy(tr)[batch]
+                rows = tr_t[batch]
                 opt.zero_grad()
                 loss_fn(net(Xt[rows]), yt[rows]).backward()
                 opt.step()

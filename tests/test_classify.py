@@ -67,4 +67,16 @@ def test_model_folder_round_trip_and_tamper_check(tmp_path, demo_vectors):
     with pytest.raises(BertfeatError, match="head.joblib does not match the checksum"):
         read_manifest(out)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
-    assert json.load(open(os.path.join(out, "manifest.json")))["format"] == 1
+    from classify.model_dir import FORMAT
+
+    assert json.load(open(os.path.join(out, "manifest.json")))["format"] == FORMAT == 2
+
+
+def test_a_model_folder_of_another_format_is_refused_in_one_line(tmp_path, demo_vectors):
+    X_train, y_train, _, _ = demo_vectors
+    out = save_model_dir(str(tmp_path / "m"), make_head("logreg").fit(X_train, np.asarray(y_train)), {}, {})
+    path = os.path.join(out, "manifest.json")
+    manifest = json.load(open(path))
+    json.dump({**manifest, "format": 1}, open(path, "w"))
+    with pytest.raises(BertfeatError, match="model format 1, this one reads 2\\); fit the model again"):
+        read_manifest(out)
