@@ -75,9 +75,10 @@ def atomic_write_json(path: str, obj) -> None:
     atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"))
 
 
-def _storage_error(root: str, exc: OSError) -> BertfeatError:
+def storage_error(root: str, exc: OSError, what: str = "write") -> BertfeatError:
+    """The one-line error for a cache folder that cannot be written (full disk, no permission)."""
     return BertfeatError(
-        f"cache {root}: cannot write ({exc.strerror or exc}); free disk space or pass --cache-dir "
+        f"cache {root}: cannot {what} ({exc.strerror or exc}); free disk space or pass --cache-dir "
         "to a writable folder"
     )
 
@@ -227,7 +228,7 @@ class VectorStore:
             for path in (meta_path, vec_path, keys_path):
                 if os.path.exists(path):
                     os.unlink(path)
-            raise _storage_error(self.root, exc) from None
+            raise storage_error(self.root, exc) from None
         if self._index is not None:
             for row, key in enumerate(keys.tolist()):
                 self._index.setdefault(key, (shard, row))

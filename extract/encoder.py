@@ -183,32 +183,29 @@ class Forward:
             import torch
 
             self._torch = torch
-            self.tokenizer, self.net = model_io.load_model(model_dir, self.device, self.precision)
+            tokenizer, self.net = model_io.load_model(model_dir, self.device, self.precision)
             self.engine = None
-            tokenizer_json = self.tokenizer.backend_tokenizer.to_str()
-            limit = model_io.position_limit(self.tokenizer, self.net.config)
+            tokenizer_json = tokenizer.backend_tokenizer.to_str()
+            limit = model_io.position_limit(tokenizer, self.net.config)
             self.inputs = ["input_ids", "attention_mask"] + \
-                (["token_type_ids"] if "token_type_ids" in self.tokenizer.model_input_names else [])
-            self.pad_id = self.tokenizer.pad_token_id or 0
+                (["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names else [])
+            self.pad_id = tokenizer.pad_token_id or 0
             self.streams = 1  # torch already spreads one batch over every core
         else:
             from cache import default_cache_dir
             from extract import onnx_backend
 
-            # Streams: one single-thread stream per core beats one multi-thread stream on the small
-            # batches a CPU runs (3-15% measured: less synchronisation, no idle threads at batch edges).
-            threads = model_io.cpu_threads()
             self.engine = onnx_backend.load_engine(model_dir, self.precision, self.runtime, self.all_hidden,
-                                                   model_cache or default_cache_dir(), threads, threads)
+                                                   model_cache or default_cache_dir(), model_io.cpu_threads())
             meta = self.engine.meta
             with open(os.path.join(self.engine.folder, "tokenizer.json"), encoding="utf-8") as fh:
                 tokenizer_json = fh.read()
             limit, self.inputs, self.pad_id = meta["position_limit"], meta["inputs"], meta["pad_id"]
             self.streams = self.engine.streams
         self.max_length = min(first.max_length, limit)
-        stride = int(self.max_length * WINDOW_OVERLAP) if first.long == "chunk" else 0
-        self.backend = batching.backend_for(tokenizer_json, self.max_length, stride)
         self.windows = first.long == "chunk"
+        stride = int(self.max_length * WINDOW_OVERLAP) if self.windows else 0
+        self.backend = batching.backend_for(tokenizer_json, self.max_length, stride)
         # Padded tokens per batch: large batches keep a GPU busy; on a CPU they only add padding work
         # and fall out of cache (2,048 ran 10-25% faster than 8,192 on the ONNX runtimes).
         self.max_tokens = 65536 if self.device != "cpu" else 2048

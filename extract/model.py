@@ -176,8 +176,19 @@ def _has_openvino() -> bool:
 def load_model(model_dir: str, device: str, dtype_name: str):
     """Load tokenizer + encoder once per process; frozen, in eval mode."""
     import torch
+    from transformers import AutoModel
+
+    tokenizer = load_tokenizer(model_dir)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    model = AutoModel.from_pretrained(model_dir, dtype=dtype, **model_kwargs(model_dir))
+    model.eval().requires_grad_(False).to(device)
+    return tokenizer, model
+
+
+def load_tokenizer(model_dir: str):
+    """The model's fast (Rust-backed) tokenizer, with transformers' load chatter silenced."""
     import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     # The load report and weight-loading bar are noise for a frozen encoder; real errors still raise.
     transformers.logging.set_verbosity_error()
@@ -185,11 +196,12 @@ def load_model(model_dir: str, device: str, dtype_name: str):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not getattr(tokenizer, "is_fast", False):
         raise BertfeatError(f"model {model_dir}: needs a fast (Rust) tokenizer; save one with tokenizer.json")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-    model = AutoModel.from_pretrained(model_dir, dtype=dtype, add_pooling_layer=False) \
-        if _has_pooler_arg(model_dir) else AutoModel.from_pretrained(model_dir, dtype=dtype)
-    model.eval().requires_grad_(False).to(device)
-    return tokenizer, model
+    return tokenizer
+
+
+def model_kwargs(model_dir: str) -> dict:
+    """``AutoModel.from_pretrained`` arguments for an encoder whose pooler head is never used."""
+    return {"add_pooling_layer": False} if _has_pooler_arg(model_dir) else {}
 
 
 def _has_pooler_arg(model_dir: str) -> bool:
