@@ -30,6 +30,27 @@ def run_cli(*args, cache=None, check=None, timeout=600):
     return proc
 
 
+def data_rows(source: str, path, start: int, stop: int) -> str:
+    """Write the header and data rows [start, stop) of the CSV ``source`` to ``path``; skips the test when a
+    shared dataset is not beside this checkout (CI has it)."""
+    if not os.path.exists(source):
+        pytest.skip(f"{source} is not there: ../shared/datasets is not beside this checkout")
+    with open(source, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join([lines[0]] + lines[1 + start:1 + stop]) + "\n")
+    return str(path)
+
+
+def cached_vectors(cache, texts):
+    """Default-encoder vectors of ``texts`` from ``cache``, asserting that none had to be embedded."""
+    from extract import BertEncoder, embed
+
+    done = embed([BertEncoder()], texts, cache_dir=str(cache), progress=False)
+    assert done.n_embedded == 0, f"{done.n_embedded} of {len(texts)} texts were missing from {cache}"
+    return done.vectors[0]
+
+
 def run_json(*args, cache=None):
     proc = run_cli(*args, "--json", "--quiet", cache=cache, check=0)
     return json.loads(proc.stdout)

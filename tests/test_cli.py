@@ -1,10 +1,11 @@
 """The CLI end to end, in real subprocesses: embed -> cache -> fit -> model folder -> predict, and user errors."""
+import glob
 import json
 import os
 
 import pytest
 
-from conftest import DEMO_TEST, DEMO_TRAIN, SHARED, run_cli, run_json
+from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, SHARED, run_cli, run_json
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,13 @@ def test_fit_table_output_and_split_without_test_file(cache, tmp_path):
 
 
 def test_same_seed_same_metrics(cache, tmp_path):
-    a = run_json("fit", "--train", DEMO_TRAIN, "--head", "lgbm", "--out", tmp_path / "a", cache=cache)
-    b = run_json("fit", "--train", DEMO_TRAIN, "--head", "lgbm", "--out", tmp_path / "b", cache=cache)
+    def fit(seed, out):
+        return run_json("fit", "--train", DEMO_TRAIN, "--head", "lgbm", "--seed", seed, "--out", tmp_path / out,
+                        cache=cache)
+
+    a, b, other = fit(1, "a"), fit(1, "b"), fit(2, "c")
     assert a["confusion_matrix"] == b["confusion_matrix"] and a["macro_f1"] == b["macro_f1"]
+    assert other["confusion_matrix"] != a["confusion_matrix"]  # the seed does reach the split and the head
 
 
 def _one_line_error(proc, *fragments):
@@ -88,6 +93,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path, cache):
     one_class.write_text("text,label\nhello,x\nworld,x\n")
     wrong_col = tmp_path / "cols.csv"
     wrong_col.write_text("sentence,label\nhello,x\n")
+    sheet = tmp_path / "sheet.xlsx"
+    sheet.write_bytes(b"PK\x03\x04 not a table bertfeat reads")
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     cases = [
@@ -100,13 +107,14 @@ def test_user_errors_exit_2_with_one_line(tmp_path, cache):
         (("embed", "--data", DEMO_TRAIN, "--layers", "last"), ["--layers 'last'"]),
         (("embed", "--data", DEMO_TRAIN, "--max-length", "0"), ["max_length 0"]),
         (("embed", "--data", tmp_path / "x.xlsx"), ["not found"]),
+        (("embed", "--data", sheet), ["sheet.xlsx", "unknown file type '.xlsx'"]),
         (("fit", "--train", DEMO_TRAIN, "--test-size", "2"), ["--test-size 2"]),
         (("predict", "--model-dir", tmp_path, "--text", "hi"), ["no manifest.json"]),
         (("embed", "--data", DEMO_TRAIN, "--model", tmp_path / "nomodel"), ["nomodel", "not a folder"]),
     ]
     for args, fragments in cases:
         _one_line_error(run_cli(*args, cache=cache), *fragments)
-    assert not os.path.exists(os.path.join(os.getcwd(), "runs", "xgb"))
+    assert not glob.glob(os.path.join(ROOT, "runs", "*-xgb"))  # a rejected head writes no model folder
 
 
 def test_predict_refuses_a_head_whose_encoder_changed(fitted, cache, tmp_path):

@@ -10,32 +10,16 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED, run_json
+from conftest import ROOT, SHARED, cached_vectors, data_rows, run_json
 
 pytest.importorskip("ray")
-
-
-def _slice(src: str, dst, rows: int) -> str:
-    with open(src, encoding="utf-8") as fh:
-        lines = [next(fh) for _ in range(rows + 1)]
-    dst.write_text("".join(lines), encoding="utf-8")
-    return str(dst)
-
-
-def _cached(cache, texts):
-    """Vectors from ``cache`` for ``texts``, asserting none had to be embedded."""
-    from extract import BertEncoder, embed
-
-    done = embed([BertEncoder()], texts, cache_dir=str(cache), progress=False)
-    assert done.n_embedded == 0, f"{done.n_embedded} of {len(texts)} texts were missing from {cache}"
-    return done.vectors[0]
 
 
 def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path):
     from extract import read_table
 
-    train = _slice(os.path.join(SHARED, "trec", "train.csv"), tmp_path / "train.csv", 400)
-    test = _slice(os.path.join(SHARED, "trec", "test.csv"), tmp_path / "test.csv", 150)
+    train = data_rows(os.path.join(SHARED, "trec", "train.csv"), tmp_path / "train.csv", 0, 400)
+    test = data_rows(os.path.join(SHARED, "trec", "test.csv"), tmp_path / "test.csv", 0, 150)
     ray_cache, local_cache = tmp_path / "ray-cache", tmp_path / "local-cache"
     got = run_json("embed", "--data", train, "--data", test, "--engine", "ray", "--num-workers", 2,
                    "--block-size", 100, "--cache-dir", ray_cache)
@@ -53,7 +37,7 @@ def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path):
         assert fits["ray"][key] == pytest.approx(fits["local"][key], abs=1e-9)
 
     texts = read_table([train, test], label_col=None).texts
-    a, b = _cached(ray_cache, texts), _cached(local_cache, texts)
+    a, b = cached_vectors(ray_cache, texts), cached_vectors(local_cache, texts)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= 0.9999
 
@@ -72,7 +56,7 @@ def _map_workers() -> list[int]:
 
 
 def test_ray_job_survives_a_killed_worker(tmp_path):
-    data = _slice(os.path.join(SHARED, "sst2", "train.csv"), tmp_path / "sst.csv", 3000)
+    data = data_rows(os.path.join(SHARED, "sst2", "train.csv"), tmp_path / "sst.csv", 0, 3000)
     cache = tmp_path / "cache"
     cmd = [sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", data, "--engine", "ray",
            "--num-workers", "2", "--block-size", "250", "--chunk-size", "50", "--cache-dir", str(cache),
@@ -95,7 +79,7 @@ def test_ray_job_survives_a_killed_worker(tmp_path):
 
     from extract import read_table
 
-    _cached(cache, read_table(data, label_col=None).texts)  # every text has its vector
+    cached_vectors(cache, read_table(data, label_col=None).texts)  # every text has its vector
 
 
 def test_ray_engine_reports_a_bad_file_in_one_line(tmp_path):

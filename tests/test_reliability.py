@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, SHARED, run_cli, run_json
+from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, SHARED, cached_vectors, data_rows, run_cli, run_json
 from errors import BertfeatError
 
 TREC = os.path.join(SHARED, "trec", "train.csv")
 
 
 def _slice(tmp_path, name, start, stop, source=TREC):
-    if not os.path.exists(source):
-        pytest.skip("../shared/datasets is not beside this checkout")
-    lines = open(source).read().splitlines()
-    path = tmp_path / name
-    path.write_text("\n".join([lines[0]] + lines[1 + start:1 + stop]) + "\n")
-    return path
+    return data_rows(source, tmp_path / name, start, stop)
 
 
 def _committed(cache):
@@ -32,12 +27,9 @@ def _committed(cache):
 
 
 def _stored_vectors(data, cache):
-    from extract import BertEncoder, embed, read_table
+    from extract import read_table
 
-    result = embed([BertEncoder()], read_table(str(data), label_col=None).texts, cache_dir=str(cache),
-                   progress=False)
-    assert result.n_embedded == 0
-    return result.vectors[0]
+    return cached_vectors(cache, read_table(str(data), label_col=None).texts)
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_vectors(tmp_path):
