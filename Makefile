@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 
 # Embedding speed vs sentence-transformers (10,000 SST-2 texts) and each precision's Banking77 accuracy.
 bench-speed: $(VENV)/.installed
-	$(PY) benchmarks/embed_speed.py --precision fp32 auto int8
+	$(PY) benchmarks/embed_speed.py --precision fp32 auto int8 --repeat 2
 	$(PY) benchmarks/precision_accuracy.py
 
 clean:
