@@ -123,7 +123,7 @@ def make_bert_base(work: str, tokenizer_model: str) -> str:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     sys.path.insert(0, ROOT)
-    from extract.model import resolve_model_dir
+    from bertfeat.extract.model import resolve_model_dir
 
     folder = os.path.join(work, "bert-base-random")
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(tokenizer_model)))
@@ -170,7 +170,7 @@ def child(spec: dict) -> None:
         from sentence_transformers import SentenceTransformer
 
         sys.path.insert(0, ROOT)
-        from extract.model import resolve_model_dir
+        from bertfeat.extract.model import resolve_model_dir
 
         model = SentenceTransformer(str(resolve_model_dir(spec["model"])), device=spec["device"])
         model.max_seq_length = spec["max_length"]
@@ -182,7 +182,7 @@ def child(spec: dict) -> None:
             torch.cuda.synchronize()
     else:
         sys.path.insert(0, ROOT)
-        from extract import BertEncoder, embed
+        from bertfeat.extract import BertEncoder, embed
 
         encoder = BertEncoder(model=spec["model"], precision=spec["precision"], device=spec["device"],
                               max_length=spec["max_length"])

@@ -39,9 +39,9 @@ def timed_fit(model, X, y, X_test, y_test):
 def main() -> None:
     from sentence_transformers import SentenceTransformer
 
-    from classify import make_head
-    from extract import read_table
-    from extract.model import resolve_model_dir
+    from bertfeat.classify import make_head
+    from bertfeat.extract import read_table
+    from bertfeat.extract.model import resolve_model_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="banking77")

@@ -39,7 +39,7 @@ def main() -> None:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from extract import BertEncoder, embed, read_table
+    from bertfeat.extract import BertEncoder, embed, read_table
 
     train, test = read_table(args.train), read_table(args.test)
     texts = train.texts + test.texts

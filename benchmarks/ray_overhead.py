@@ -24,7 +24,7 @@ ST_CODE = """
 import sys, pandas as pd
 sys.path.insert(0, {root!r})
 from sentence_transformers import SentenceTransformer
-from extract.model import resolve_model_dir
+from bertfeat.extract.model import resolve_model_dir
 texts = pd.read_csv({data!r})["text"].astype(str).tolist()
 SentenceTransformer(str(resolve_model_dir("all-MiniLM-L6-v2")), device="cpu").encode(texts, batch_size=32)
 """

@@ -6,8 +6,8 @@ import os
 import shutil
 import time
 
-from cache.store import VectorStore
-from errors import BertfeatError
+from bertfeat.cache.store import VectorStore
+from bertfeat.errors import BertfeatError
 
 
 def _encoder_folders(root: str) -> list[str]:

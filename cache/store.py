@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from errors import BertfeatError
+from bertfeat.errors import BertfeatError
 
 log = logging.getLogger("bertfeat")
 

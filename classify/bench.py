@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from classify.heads import head_info
-from classify.metrics import evaluate
-from classify.tuning import tune
+from bertfeat.classify.heads import head_info
+from bertfeat.classify.metrics import evaluate
+from bertfeat.classify.tuning import tune
 
 
 @dataclass

@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from errors import BertfeatError
+from bertfeat.errors import BertfeatError
 
 
 def logreg(seed: int = 0):
@@ -159,14 +159,14 @@ def sgd(seed: int = 0):
     shard by shard (``partial_fit``), so the training set may be larger than memory."""
     from sklearn.linear_model import SGDClassifier
 
-    from classify.stream import EPOCHS
+    from bertfeat.classify.stream import EPOCHS
 
     return SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=EPOCHS, tol=None, random_state=seed)
 
 
 def torch(seed: int = 0):
     """A PyTorch softmax layer on standardized features, AdamW with early stopping (the classic recipe)."""
-    from classify.torch_head import TorchSoftmaxClassifier
+    from bertfeat.classify.torch_head import TorchSoftmaxClassifier
 
     return TorchSoftmaxClassifier(random_state=seed)
 

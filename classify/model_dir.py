@@ -14,8 +14,8 @@ import tempfile
 
 import joblib
 
-from cache import atomic_write_json, sha256_file
-from errors import BertfeatError
+from bertfeat.cache import atomic_write_json, sha256_file
+from bertfeat.errors import BertfeatError
 
 HEAD_FILE = "head.joblib"
 MANIFEST = "manifest.json"

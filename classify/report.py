@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from cache import atomic_write, atomic_write_json
+from bertfeat.cache import atomic_write, atomic_write_json
 
 COLUMNS = [("head", "{:<8}"), ("features", "{:<14}"), ("cv_score", "{:>9.4f}"), ("accuracy", "{:>9.4f}"),
            ("macro_f1", "{:>9.4f}"), ("macro_precision", "{:>10.4f}"), ("macro_recall", "{:>10.4f}"),

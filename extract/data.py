@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from errors import BertfeatError
+from bertfeat.errors import BertfeatError
 
 log = logging.getLogger("bertfeat")
 

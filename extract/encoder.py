@@ -10,9 +10,9 @@ import os
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from errors import BertfeatError
-from extract import batching, model as model_io
-from extract.pooling import check_pooling, parse_layers, pool_layers
+from bertfeat.errors import BertfeatError
+from bertfeat.extract import batching, model as model_io
+from bertfeat.extract.pooling import check_pooling, parse_layers, pool_layers
 
 log = logging.getLogger("bertfeat")
 
@@ -124,7 +124,7 @@ class BertEncoder(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         """Texts (or (text, pair) tuples) -> float32 array (n_texts, dim), in input order."""
-        from extract.pipeline import embed
+        from bertfeat.extract.pipeline import embed
 
         texts, pairs = split_inputs(X)
         return embed([self], texts, pairs, cache_dir=self.cache_dir, progress=self.progress).vectors[0]
@@ -192,8 +192,8 @@ class Forward:
             self.pad_id = tokenizer.pad_token_id or 0
             self.streams = 1  # torch already spreads one batch over every core
         else:
-            from cache import default_cache_dir
-            from extract import onnx_backend
+            from bertfeat.cache import default_cache_dir
+            from bertfeat.extract import onnx_backend
 
             self.engine = onnx_backend.load_engine(model_dir, self.precision, self.runtime, self.all_hidden,
                                                    model_cache or default_cache_dir(), model_io.cpu_threads())

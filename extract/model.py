@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from cache import sha256_file
-from errors import BertfeatError
+from bertfeat.cache import sha256_file
+from bertfeat.errors import BertfeatError
 
 log = logging.getLogger("bertfeat")
 

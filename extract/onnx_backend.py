@@ -24,9 +24,9 @@ import warnings
 
 import numpy as np
 
-from cache.store import storage_error
-from errors import BertfeatError
-from extract import model as model_io
+from bertfeat.cache.store import storage_error
+from bertfeat.errors import BertfeatError
+from bertfeat.extract import model as model_io
 
 log = logging.getLogger("bertfeat")
 

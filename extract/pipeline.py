@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cache import VectorStore, text_keys
-from extract.encoder import BertEncoder, Forward, settings_fingerprint
-from extract import batching
+from bertfeat.cache import VectorStore, text_keys
+from bertfeat.extract.encoder import BertEncoder, Forward, settings_fingerprint
+from bertfeat.extract import batching
 
 log = logging.getLogger("bertfeat")
 

@@ -1,7 +1,7 @@
 """Turn a forward pass's hidden states into one vector per text: pick layers, pool tokens, concatenate."""
 from __future__ import annotations
 
-from errors import BertfeatError
+from bertfeat.errors import BertfeatError
 
 POOLINGS = ("cls", "max", "mean")
 

@@ -17,13 +17,13 @@ import warnings
 
 import numpy as np
 
-from errors import BertfeatError
-from extract.data import read_table
+from bertfeat.errors import BertfeatError
+from bertfeat.extract.data import read_table
 from sklearn.base import clone
 
-from extract.encoder import BertEncoder
-from extract.model import CPU_ONLY_PRECISIONS
-from extract.pipeline import CHUNK_TEXTS, Embedder
+from bertfeat.extract.encoder import BertEncoder
+from bertfeat.extract.model import CPU_ONLY_PRECISIONS
+from bertfeat.extract.pipeline import CHUNK_TEXTS, Embedder
 
 # Texts per actor call: big enough that the per-call overhead (a Ray task, a cache lookup: ~10 ms) is
 # small next to the forward pass, small enough that every worker gets work and a retried block costs

@@ -44,7 +44,7 @@ def data_rows(source: str, path, start: int, stop: int) -> str:
 
 def cached_vectors(cache, texts):
     """Default-encoder vectors of ``texts`` from ``cache``, asserting that none had to be embedded."""
-    from extract import BertEncoder, embed
+    from bertfeat.extract import BertEncoder, embed
 
     done = embed([BertEncoder()], texts, cache_dir=str(cache), progress=False)
     assert done.n_embedded == 0, f"{done.n_embedded} of {len(texts)} texts were missing from {cache}"
@@ -58,7 +58,7 @@ def run_json(*args, cache=None):
 
 @pytest.fixture(scope="session")
 def demo():
-    from extract import read_table
+    from bertfeat.extract import read_table
 
     return read_table(DEMO_TRAIN), read_table(DEMO_TEST)
 
@@ -66,7 +66,7 @@ def demo():
 @pytest.fixture(scope="session")
 def demo_vectors(demo, tmp_path_factory):
     """Default-model vectors of the demo data (real model, computed once per session)."""
-    from extract import BertEncoder, embed
+    from bertfeat.extract import BertEncoder, embed
 
     train, test = demo
     cache = tmp_path_factory.mktemp("demo-cache")
@@ -80,7 +80,7 @@ def tiny_bert(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from extract.model import resolve_model_dir
+    from bertfeat.extract.model import resolve_model_dir
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir("all-MiniLM-L6-v2"))

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from classify.bench import balanced_sample, mteb_protocol, run_bench
+from bertfeat.classify.bench import balanced_sample, mteb_protocol, run_bench
 from conftest import DEMO_TEST, DEMO_TRAIN, run_cli, run_json
 
 

@@ -3,8 +3,8 @@ import os
 
 import numpy as np
 
-from cache import VectorStore, text_keys
-from extract import BertEncoder, embed
+from bertfeat.cache import VectorStore, text_keys
+from bertfeat.extract import BertEncoder, embed
 
 
 def test_put_get_round_trip_returns_the_same_bytes(tmp_path):

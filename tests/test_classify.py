@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from classify import HEADS, evaluate, format_report, load_head, make_head, read_manifest, save_model_dir
-from errors import BertfeatError
+from bertfeat.classify import HEADS, evaluate, format_report, load_head, make_head, read_manifest, save_model_dir
+from bertfeat.errors import BertfeatError
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))
@@ -26,7 +26,7 @@ def test_svm_decision_values_match_libsvm(n_classes, demo_vectors):
     """The BLAS decision function must reproduce libsvm's own, one-vs-one pairing and signs included."""
     from sklearn.svm import SVC
 
-    from classify.heads import SoftmaxSVC
+    from bertfeat.classify.heads import SoftmaxSVC
 
     X_train, y_train, X_test, _ = demo_vectors
     y_train = np.asarray(y_train)
@@ -67,7 +67,7 @@ def test_model_folder_round_trip_and_tamper_check(tmp_path, demo_vectors):
     with pytest.raises(BertfeatError, match="head.joblib does not match the checksum"):
         read_manifest(out)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
-    from classify.model_dir import FORMAT
+    from bertfeat.classify.model_dir import FORMAT
 
     assert json.load(open(os.path.join(out, "manifest.json")))["format"] == FORMAT == 2
 

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from errors import BertfeatError
-from extract import BertEncoder, embed, read_table
-from extract.data import check_labels
-from extract.pooling import parse_layers
+from bertfeat.errors import BertfeatError
+from bertfeat.extract import BertEncoder, embed, read_table
+from bertfeat.extract.data import check_labels
+from bertfeat.extract.pooling import parse_layers
 
 TEXTS = ["my card has not arrived yet", "how do I reset my password?", "the router keeps dropping wifi",
          "refund please", "I was charged twice for the same order and nobody answers my emails, this is a joke"]
@@ -98,7 +98,7 @@ def test_unknown_pooling_lists_the_options():
 def test_default_model_matches_sentence_transformers():
     from sentence_transformers import SentenceTransformer
 
-    from extract.model import resolve_model_dir
+    from bertfeat.extract.model import resolve_model_dir
 
     ours = _vectors(BertEncoder(), TEXTS)
     ref = SentenceTransformer(str(resolve_model_dir("all-MiniLM-L6-v2")), device="cpu").encode(TEXTS)

@@ -16,7 +16,7 @@ pytest.importorskip("ray")
 
 
 def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path):
-    from extract import read_table
+    from bertfeat.extract import read_table
 
     train = data_rows(os.path.join(SHARED, "trec", "train.csv"), tmp_path / "train.csv", 0, 400)
     test = data_rows(os.path.join(SHARED, "trec", "test.csv"), tmp_path / "test.csv", 0, 150)
@@ -77,7 +77,7 @@ def test_ray_job_survives_a_killed_worker(tmp_path):
     summary = json.loads(out)
     assert summary["n_texts"] == 3000  # the killed worker's block was retried, not dropped
 
-    from extract import read_table
+    from bertfeat.extract import read_table
 
     cached_vectors(cache, read_table(data, label_col=None).texts)  # every text has its vector
 

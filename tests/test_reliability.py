@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, SHARED, cached_vectors, data_rows, run_cli, run_json
-from errors import BertfeatError
+from bertfeat.errors import BertfeatError
 
 TREC = os.path.join(SHARED, "trec", "train.csv")
 
@@ -27,7 +27,7 @@ def _committed(cache):
 
 
 def _stored_vectors(data, cache):
-    from extract import read_table
+    from bertfeat.extract import read_table
 
     return cached_vectors(cache, read_table(str(data), label_col=None).texts)
 
@@ -73,8 +73,8 @@ def test_two_concurrent_runs_share_one_cache(tmp_path):
 
 
 def test_disk_full_is_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch):
-    from cache import VectorStore, text_keys
-    from cache import store as store_module
+    from bertfeat.cache import VectorStore, text_keys
+    from bertfeat.cache import store as store_module
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -153,7 +153,7 @@ cell = st.one_of(st.text(max_size=12), st.none(), st.integers(-5, 5), st.floats(
 def test_loader_reads_random_tables_or_raises_its_own_error(tmp_path, rows, ext):
     import pandas as pd
 
-    from extract import read_table
+    from bertfeat.extract import read_table
 
     frame = pd.DataFrame(rows, columns=["text", "label"]).astype(object)
     path = tmp_path / f"r.{ext}"

@@ -3,9 +3,9 @@ import tracemalloc
 
 import numpy as np
 
-from cache import VectorStore, text_keys
-from classify import make_head
-from classify.stream import fit_streaming, predict_streaming
+from bertfeat.cache import VectorStore, text_keys
+from bertfeat.classify import make_head
+from bertfeat.classify.stream import fit_streaming, predict_streaming
 
 
 def test_sgd_trains_from_shards_without_loading_every_vector(tmp_path):

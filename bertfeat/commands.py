@@ -11,14 +11,14 @@ import time
 
 import numpy as np
 
-from errors import BertfeatError
+from bertfeat.errors import BertfeatError
 
 log = logging.getLogger("bertfeat")
 
 
 # -- shared steps ------------------------------------------------------------------------------
 def base_encoder(args):
-    from extract import BertEncoder
+    from bertfeat.extract import BertEncoder
 
     return BertEncoder(model=args.model, pooling=args.pooling, layers=args.layers, max_length=args.max_length,
                        long=args.long, normalize=args.normalize, precision=args.precision,
@@ -26,13 +26,13 @@ def base_encoder(args):
 
 
 def cache_dir(args) -> str:
-    from cache import default_cache_dir
+    from bertfeat.cache import default_cache_dir
 
     return args.cache_dir or default_cache_dir()
 
 
 def embedder(args, encoders):
-    from extract.pipeline import CHUNK_TEXTS, Embedder
+    from bertfeat.extract.pipeline import CHUNK_TEXTS, Embedder
 
     chunk = getattr(args, "chunk_size", CHUNK_TEXTS)
     if chunk < 1:
@@ -46,7 +46,7 @@ def run_embed(args, encoders, texts, pairs):
 
 def embed_views(args, specs: list[str], texts, pairs):
     """Feature views -> {spec: array}. Every encoder of every view shares one forward pass."""
-    from extract import feature_encoders
+    from bertfeat.extract import feature_encoders
 
     views = {spec: feature_encoders(spec, base_encoder(args)) for spec in specs}
     unique = {}
@@ -65,7 +65,7 @@ def default_view(args) -> str:
 
 
 def read_labelled(args):
-    from extract import check_labels, read_table, split_table
+    from bertfeat.extract import check_labels, read_table, split_table
 
     def read(path):
         return read_table(path, args.text_col, args.label_col, args.pair_col, args.encoding, args.drop_empty)
@@ -81,7 +81,7 @@ def read_labelled(args):
 
 
 def save_model(args, out, head, head_name, spec, encoders, emb, summary, command):
-    from classify import package_versions, save_model_dir
+    from bertfeat.classify import package_versions, save_model_dir
 
     manifest = {"head": head_name, "features": spec, "encoders": [e.get_params() for e in encoders],
                 "fingerprints": [e.fingerprint() for e in encoders], "labels": [str(c) for c in head.classes_],
@@ -98,11 +98,11 @@ def default_out(kind: str) -> str:
 
 # -- subcommands -------------------------------------------------------------------------------
 def cmd_embed(args) -> dict:
-    from extract.data import input_files
+    from bertfeat.extract.data import input_files
 
     files = input_files(args.data)
     if args.engine == "ray":
-        from extract.ray_engine import embed_on_ray
+        from bertfeat.extract.ray_engine import embed_on_ray
 
         if args.address and not args.cache_dir:
             raise BertfeatError("--engine ray --address: pass --cache-dir on storage every node can write "
@@ -115,7 +115,7 @@ def cmd_embed(args) -> dict:
                                chunk_size=args.chunk_size, progress=not args.quiet)
         done = f"embedded by {summary['num_workers']} Ray workers"
     else:
-        from extract import read_table
+        from bertfeat.extract import read_table
 
         table = read_table(files, args.text_col, None, args.pair_col, args.encoding, args.drop_empty)
         result = embedder(args, [base_encoder(args)])(table.texts, table.pairs, not args.quiet, load=False)
@@ -129,8 +129,8 @@ def cmd_embed(args) -> dict:
 
 
 def cmd_fit(args) -> dict:
-    from classify import evaluate, format_report
-    from classify.heads import head_info
+    from bertfeat.classify import evaluate, format_report
+    from bertfeat.classify.heads import head_info
 
     info = head_info(args.head)  # an unknown head fails before any embedding work
     head = info.make(args.seed)
@@ -172,9 +172,9 @@ def fit_streamed(args, head, spec, train, texts, pairs):
     the vectors are then read one shard at a time, so the training set may exceed memory.
     Returns (encoders, embedding summary, test predictions, fit seconds: reading shards included).
     """
-    from cache import text_keys
-    from classify.stream import fit_streaming, predict_streaming
-    from extract import feature_encoders
+    from bertfeat.cache import text_keys
+    from bertfeat.classify.stream import fit_streaming, predict_streaming
+    from bertfeat.extract import feature_encoders
 
     encoders = feature_encoders(spec, base_encoder(args))
     if len(encoders) != 1:
@@ -193,10 +193,10 @@ def fit_streamed(args, head, spec, train, texts, pairs):
 
 
 def cmd_bench(args) -> dict:
-    from classify import HEADS
-    from classify.bench import mteb_protocol, run_bench
-    from classify.heads import head_info
-    from classify.report import table, write_report
+    from bertfeat.classify import HEADS
+    from bertfeat.classify.bench import mteb_protocol, run_bench
+    from bertfeat.classify.heads import head_info
+    from bertfeat.classify.report import table, write_report
 
     heads = _list_arg(args.heads, "--heads") if args.heads else sorted(HEADS)
     for name in heads:
@@ -255,8 +255,8 @@ def _list_arg(value: str, flag: str) -> list[str]:
 
 
 def cmd_predict(args):
-    from classify import evaluate, load_head, read_manifest
-    from extract import BertEncoder, read_table
+    from bertfeat.classify import evaluate, load_head, read_manifest
+    from bertfeat.extract import BertEncoder, read_table
 
     manifest = read_manifest(args.model_dir)
     encoders = [BertEncoder(**{**params, "device": args.device, "batch_size": args.batch_size})
@@ -296,7 +296,7 @@ def cmd_predict(args):
 
 
 def cmd_cache(args) -> dict:
-    from cache import admin
+    from bertfeat.cache import admin
 
     root = cache_dir(args)
     if args.action == "info":
