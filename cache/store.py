@@ -39,6 +39,11 @@ def text_keys(texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
     return np.array([hashlib.sha1(r).digest() for r in raw], dtype=KEY_DTYPE)
 
 
+def fingerprint_of(settings: dict) -> str:
+    """The cache key of an encoder's settings (``BertEncoder.cache_settings()``): a folder name."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def default_cache_dir() -> str:
     """``$BERTFEAT_CACHE``, else the user's cache folder (``$XDG_CACHE_HOME`` or ~/.cache)/bertfeat."""
     if os.environ.get("BERTFEAT_CACHE"):

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bertfeat.cache import VectorStore, text_keys
-from bertfeat.extract.encoder import BertEncoder, Forward, settings_fingerprint
+from bertfeat.cache import VectorStore, fingerprint_of, text_keys
+from bertfeat.extract.forward import Forward
 from bertfeat.extract import batching
 
 log = logging.getLogger("bertfeat")
 
 # Texts per committed cache shard: small enough that a killed run loses little, large enough that
 # the shard count stays modest.
-CHUNK_TEXTS = 2048
+SHARD_TEXTS = 2048
 
 
 @dataclass
@@ -41,15 +41,15 @@ class Embedded:
                 "device": self.device, "precision": self.precision, "n_windowed": self.n_windowed}
 
 
-def embed(encoders: list[BertEncoder], texts: list[str], pairs: list[str] | None = None,
-          cache_dir: str | None = None, progress: bool = True, chunk_size: int = CHUNK_TEXTS) -> Embedded:
+def embed(encoders: list, texts: list[str], pairs: list[str] | None = None,
+          cache_dir: str | None = None, progress: bool = True, shard_size: int = SHARD_TEXTS) -> Embedded:
     """Vectors for ``texts`` from every encoder; only texts missing from the cache reach the model.
 
     Encoders must agree on model, max_length, long and precision; they may differ in pooling, layers and
     normalize, and then one forward pass fills all of them. ONNX exports (int8, and bf16 on a CPU) are kept
     under ``$BERTFEAT_MODELS`` if set, else ``cache_dir``, else the default cache folder.
     """
-    return Embedder(encoders, cache_dir, chunk_size)(texts, pairs, progress)
+    return Embedder(encoders, cache_dir, shard_size)(texts, pairs, progress)
 
 
 class Embedder:
@@ -57,11 +57,11 @@ class Embedder:
     (a Ray worker serves many blocks of texts). Its index sees its own writes, not other processes'
     later ones: a text another writer stored meanwhile is embedded again, never served wrong."""
 
-    def __init__(self, encoders: list[BertEncoder], cache_dir: str | None = None, chunk_size: int = CHUNK_TEXTS,
+    def __init__(self, encoders: list, cache_dir: str | None = None, shard_size: int = SHARD_TEXTS,
                  verify: bool = True):
         for enc in encoders:
             enc.validate()
-        self.encoders, self.cache_dir, self.chunk_size = encoders, cache_dir, chunk_size
+        self.encoders, self.cache_dir, self.shard_size = encoders, cache_dir, shard_size
         self.stores = [_store(cache_dir, enc.cache_settings(), verify) if cache_dir else None for enc in encoders]
         self._forward: Forward | None = None
 
@@ -115,7 +115,7 @@ class Embedder:
                 finished, outs = merger.add(batch, outs)
                 pending.append((todo[finished], outs))
                 bar.update(len(finished))
-                if sum(len(p[0]) for p in pending) >= self.chunk_size or b == len(batches) - 1:
+                if sum(len(p[0]) for p in pending) >= self.shard_size or b == len(batches) - 1:
                     _commit(pending, results if load else None, self.stores, found_masks, uniq_keys, n_unique)
                     pending = []
             bar.close()
@@ -128,22 +128,22 @@ class Embedder:
 
 
 def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> None:
-    """Place a chunk's vectors in the results and store them for the encoders that lacked them."""
+    """Place one shard's vectors in the results and store them for the encoders that lacked them."""
     positions = np.concatenate([p[0] for p in pending])
     for i, store in enumerate(stores):
-        chunk = np.concatenate([p[1][i] for p in pending])
+        block = np.concatenate([p[1][i] for p in pending])
         if results is not None:  # None: the caller keeps nothing in memory (load=False)
             if results[i] is None:
-                results[i] = np.empty((n_unique, chunk.shape[1]), dtype=np.float32)
-            results[i][positions] = chunk
+                results[i] = np.empty((n_unique, block.shape[1]), dtype=np.float32)
+            results[i][positions] = block
         if store is not None:
             missing = ~found_masks[i][positions]
             if missing.any():
-                store.put(uniq_keys[positions[missing]], chunk[missing])
+                store.put(uniq_keys[positions[missing]], block[missing])
 
 
 def _store(cache_dir: str, settings: dict, verify: bool) -> VectorStore:
-    return VectorStore(cache_dir, settings_fingerprint(settings), settings, verify=verify)
+    return VectorStore(cache_dir, fingerprint_of(settings), settings, verify=verify)
 
 
 def _progress(total: int, enabled: bool):

@@ -23,7 +23,7 @@ from sklearn.base import clone
 
 from bertfeat.extract.encoder import BertEncoder
 from bertfeat.extract.model import CPU_ONLY_PRECISIONS
-from bertfeat.extract.pipeline import CHUNK_TEXTS, Embedder
+from bertfeat.extract.pipeline import SHARD_TEXTS, Embedder
 
 # Texts per actor call: big enough that the per-call overhead (a Ray task, a cache lookup: ~10 ms) is
 # small next to the forward pass, small enough that every worker gets work and a retried block costs
@@ -44,12 +44,12 @@ def _read_file(batch: dict, text_col: str, pair_col: str | None, encoding: str, 
 class EncoderWorker:
     """A Ray actor: the model and the cache index are loaded once, then every block reuses them."""
 
-    def __init__(self, params: list[dict], cache_dir: str, chunk_size: int, threads: int | None):
+    def __init__(self, params: list[dict], cache_dir: str, shard_size: int, threads: int | None):
         if threads:  # before any runtime starts its pool: one per core otherwise, in every actor (oversubscribed)
             os.environ["OMP_NUM_THREADS"] = str(threads)
         # Actors only check which texts are stored (load=False) and never serve a vector, so hashing every
         # shard in every actor would buy nothing: whoever reads the vectors later verifies them.
-        self.embedder = Embedder([BertEncoder(**p) for p in params], cache_dir, chunk_size, verify=False)
+        self.embedder = Embedder([BertEncoder(**p) for p in params], cache_dir, shard_size, verify=False)
 
     def __call__(self, batch: dict) -> dict:
         pairs = [str(p) for p in batch["pair"]] if "pair" in batch else None
@@ -64,7 +64,7 @@ class EncoderWorker:
 def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, *, text_col: str = "text",
                  pair_col: str | None = None, encoding: str = "utf-8", drop_empty: bool = False,
                  address: str | None = None, num_workers: int | None = None, gpus_per_worker: float | None = None,
-                 block_texts: int | None = None, chunk_size: int = CHUNK_TEXTS, progress: bool = True) -> dict:
+                 block_texts: int | None = None, shard_size: int = SHARD_TEXTS, progress: bool = True) -> dict:
     """Embed every text of ``files`` into ``cache_dir`` (which every worker must reach) on Ray.
 
     ``address``: an existing cluster ("auto", "ray://host:10001"); None starts Ray on this machine.
@@ -115,7 +115,7 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
             compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=threads or 1,
             num_gpus=gpus_per_worker or None,
             fn_constructor_kwargs={"params": [enc.get_params() for enc in encoders], "threads": threads,
-                                   "cache_dir": os.path.abspath(cache_dir), "chunk_size": chunk_size})
+                                   "cache_dir": os.path.abspath(cache_dir), "shard_size": shard_size})
         totals = dict.fromkeys(COUNTS, 0)
         devices, precisions, busy = set(), set(), 0.0
         try:

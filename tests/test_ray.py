@@ -59,7 +59,7 @@ def test_ray_job_survives_a_killed_worker(tmp_path):
     data = data_rows(os.path.join(SHARED, "sst2", "train.csv"), tmp_path / "sst.csv", 0, 3000)
     cache = tmp_path / "cache"
     cmd = [sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", data, "--engine", "ray",
-           "--num-workers", "2", "--block-size", "250", "--chunk-size", "50", "--cache-dir", str(cache),
+           "--num-workers", "2", "--block-size", "250", "--shard-size", "50", "--cache-dir", str(cache),
            "--json", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -37,7 +37,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_vectors(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BERTFEAT_CACHE": str(killed)}
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", str(data),
-                             "--chunk-size", "100", "--quiet"], cwd=ROOT, env=env,
+                             "--shard-size", "100", "--quiet"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(_committed(killed)) < 2 and time.time() < deadline and proc.poll() is None:
@@ -46,10 +46,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_vectors(tmp_path):
     proc.wait()
     done_before = len(_committed(killed))
     assert 2 <= done_before < 12, "the run should have been killed part-way"
-    resumed = run_json("embed", "--data", data, "--chunk-size", "100", cache=killed)
+    resumed = run_json("embed", "--data", data, "--shard-size", "100", cache=killed)
     assert resumed["n_cached"] >= 200 and resumed["n_embedded"] > 0
     assert resumed["n_cached"] + resumed["n_embedded"] == resumed["n_unique"]
-    run_json("embed", "--data", data, "--chunk-size", "100", cache=clean)
+    run_json("embed", "--data", data, "--shard-size", "100", cache=clean)
     a, b = _stored_vectors(data, killed), _stored_vectors(data, clean)
     # Batches are cut the same way on resume, so the vectors are the very same bytes.
     assert a.tobytes() == b.tobytes()
@@ -62,7 +62,7 @@ def test_two_concurrent_runs_share_one_cache(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BERTFEAT_CACHE": str(cache)}
     procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", str(path),
-                               "--chunk-size", "128", "--json", "--quiet"], cwd=ROOT, env=env,
+                               "--shard-size", "128", "--json", "--quiet"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for path in (first, second)]
     outs = [p.communicate(timeout=300) for p in procs]

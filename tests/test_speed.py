@@ -10,7 +10,7 @@ import pytest
 from bertfeat.errors import BertfeatError
 from bertfeat.extract import BertEncoder, embed, onnx_backend
 from bertfeat.extract import model as model_io
-from bertfeat.extract.encoder import WINDOW_OVERLAP
+from bertfeat.extract.forward import WINDOW_OVERLAP
 
 TEXTS = ["my card has not arrived yet", "how do I reset my password?", "the router keeps dropping wifi",
          "refund please", "I was charged twice for the same order and nobody answers my emails, this is a joke"]
