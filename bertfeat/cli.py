@@ -71,7 +71,7 @@ def _encoder_flags() -> argparse.ArgumentParser:
     g.add_argument("--pair-col", default=None, help="column with a second text, for sentence-pair tasks")
     g.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSONL files")
     g.add_argument("--drop-empty", action="store_true", help="skip rows with empty text instead of failing")
-    g.add_argument("--chunk-size", type=int, default=2048,
+    g.add_argument("--shard-size", "--chunk-size", dest="shard_size", type=int, default=2048,
                    help="texts per committed cache shard: what a killed run can lose at most")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     g.add_argument("--quiet", action="store_true", help="no progress bar or info logs")

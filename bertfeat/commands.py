@@ -32,12 +32,12 @@ def cache_dir(args) -> str:
 
 
 def embedder(args, encoders):
-    from bertfeat.extract.pipeline import CHUNK_TEXTS, Embedder
+    from bertfeat.extract.pipeline import SHARD_TEXTS, Embedder
 
-    chunk = getattr(args, "chunk_size", CHUNK_TEXTS)
-    if chunk < 1:
-        raise BertfeatError(f"bad --chunk-size {chunk}; expected a positive number of texts")
-    return Embedder(encoders, cache_dir(args), chunk)
+    shard = getattr(args, "shard_size", SHARD_TEXTS)
+    if shard < 1:
+        raise BertfeatError(f"bad --shard-size {shard}; expected a positive number of texts")
+    return Embedder(encoders, cache_dir(args), shard)
 
 
 def run_embed(args, encoders, texts, pairs):
@@ -112,7 +112,7 @@ def cmd_embed(args) -> dict:
                                pair_col=args.pair_col, encoding=args.encoding, drop_empty=args.drop_empty,
                                address=args.address, num_workers=args.num_workers,
                                gpus_per_worker=args.gpus_per_worker, block_texts=args.block_size,
-                               chunk_size=args.chunk_size, progress=not args.quiet)
+                               shard_size=args.shard_size, progress=not args.quiet)
         done = f"embedded by {summary['num_workers']} Ray workers"
     else:
         from bertfeat.extract import read_table
