@@ -133,8 +133,6 @@ def test_predict_refuses_a_head_whose_encoder_changed(fitted, cache, tmp_path):
 def test_banking77_logreg_reaches_the_baseline(tmp_path):
     """Acceptance: the full Banking77 with the default model and logreg reaches >= 0.90 accuracy."""
     train, test = os.path.join(SHARED, "banking77", "train.csv"), os.path.join(SHARED, "banking77", "test.csv")
-    if not os.path.exists(train):
-        pytest.skip("../shared/datasets is not beside this checkout")
     result = run_json("fit", "--train", train, "--test", test, "--head", "logreg", "--out", tmp_path / "m",
                       "--cache-dir", tmp_path / "c")
     assert result["accuracy"] >= 0.90 and result["n_test"] == 3080

@@ -10,16 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED, cached_vectors, data_rows, run_json
-
-pytest.importorskip("ray")
+from conftest import ROOT, cached_vectors, generated_rows, run_json
 
 
 def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path):
     from bertfeat.extract import read_table
 
-    train = data_rows(os.path.join(SHARED, "trec", "train.csv"), tmp_path / "train.csv", 0, 400)
-    test = data_rows(os.path.join(SHARED, "trec", "test.csv"), tmp_path / "test.csv", 0, 150)
+    train = generated_rows(tmp_path / "train.csv", 0, 400)
+    test = generated_rows(tmp_path / "test.csv", 50_000, 50_150)
     ray_cache, local_cache = tmp_path / "ray-cache", tmp_path / "local-cache"
     got = run_json("embed", "--data", train, "--data", test, "--engine", "ray", "--num-workers", 2,
                    "--block-size", 100, "--cache-dir", ray_cache)
@@ -56,7 +54,7 @@ def _map_workers() -> list[int]:
 
 
 def test_ray_job_survives_a_killed_worker(tmp_path):
-    data = data_rows(os.path.join(SHARED, "sst2", "train.csv"), tmp_path / "sst.csv", 0, 3000)
+    data = generated_rows(tmp_path / "corpus.csv", 0, 3000)
     cache = tmp_path / "cache"
     cmd = [sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", data, "--engine", "ray",
            "--num-workers", "2", "--block-size", "250", "--shard-size", "50", "--cache-dir", str(cache),
