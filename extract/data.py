@@ -1,11 +1,14 @@
 """Read labelled text tables (CSV, TSV, JSON Lines, Parquet) into plain lists, with errors a user can act on."""
 from __future__ import annotations
 
+import codecs
+import csv
 import logging
-import math
+import numbers
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from bertfeat.errors import BertfeatError
@@ -53,6 +56,15 @@ def input_files(specs: str | list[str]) -> list[str]:
     return files
 
 
+def check_encoding(encoding: str) -> None:
+    """Fail in one line on an encoding name Python does not know (before any file is opened)."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise BertfeatError(f"--encoding {encoding!r}: unknown text encoding; pass one Python knows, "
+                            "e.g. utf-8, latin-1 or cp1252") from None
+
+
 def _read_frame(path: str, encoding: str) -> pd.DataFrame:
     if not os.path.exists(path):
         raise BertfeatError(f"{path}: file not found; check the path")
@@ -67,12 +79,14 @@ def _read_frame(path: str, encoding: str) -> pd.DataFrame:
     if os.path.getsize(path) == 0:
         raise BertfeatError(f"{path}: file is empty; it needs a header row and at least one data row")
     try:
-        if kind in ("csv", "tsv"):
-            return pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False,
-                               encoding=encoding, na_filter=False)
+        if kind == "csv":  # RFC 4180: quoted fields may hold commas, quotes and newlines
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding)
+        if kind == "tsv":  # TSV has no quoting: a text that starts with `"` is just a text
+            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
+                               encoding=encoding, quoting=csv.QUOTE_NONE)
         if kind == "jsonl":
             return pd.read_json(path, lines=True, dtype=False, encoding=encoding)
-        return pd.read_parquet(path)
+        return _read_parquet(path)
     except UnicodeDecodeError:
         row = _bad_utf8_row(path, encoding)
         raise BertfeatError(
@@ -86,6 +100,30 @@ def _read_frame(path: str, encoding: str) -> pd.DataFrame:
         raise BertfeatError(f"{path}: could not parse as {kind}: {first}") from None
 
 
+def _read_parquet(path: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    return parquet_frame(pq.read_table(path))
+
+
+def parquet_frame(table) -> pd.DataFrame:
+    """A pyarrow Table or RecordBatch (a whole Parquet file, or one batch of it) -> a frame for ``frame_table``.
+
+    Integer columns with nulls stay exact Python ints (pandas would make them floats). Columns of a type
+    bertfeat cannot read as text (lists, structs, maps, binary, dates) are recorded in
+    ``frame.attrs["unreadable"]`` with their Parquet type, so using one is refused even when every cell is null.
+    """
+    import pyarrow as pa
+
+    def unreadable(t) -> bool:
+        return (pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                or pa.types.is_fixed_size_binary(t) or pa.types.is_temporal(t))
+
+    frame = table.to_pandas(integer_object_nulls=True)
+    frame.attrs["unreadable"] = {field.name: str(field.type) for field in table.schema if unreadable(field.type)}
+    return frame
+
+
 def _bad_utf8_row(path: str, encoding: str) -> int | str:
     # The decoder's offset is relative to a parser buffer, so find the physical line ourselves.
     with open(path, "rb") as fh:
@@ -97,24 +135,115 @@ def _bad_utf8_row(path: str, encoding: str) -> int | str:
     return "?"
 
 
-def _column(frame: pd.DataFrame, name: str, path: str, flag: str) -> list:
+# Cells that are not one scalar, by the name a user knows them from (Parquet / JSON / pandas).
+NESTED = ((bytes, "binary"), (bytearray, "binary"), (memoryview, "binary"), (dict, "struct"),
+          (list, "list"), (tuple, "list"), (np.ndarray, "list"))
+
+
+def _cell(value) -> str | None:
+    """One table cell as text, None for every kind of missing value (None, NaN, pd.NA, NaT).
+
+    Raises TypeError(kind) for a cell that is not text, a number or a boolean.
+    """
+    if isinstance(value, str):
+        return value
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, numbers.Number):
+        if value != value:  # NaN (float, numpy or Decimal)
+            return None
+        # 1.0 from a numeric column with gaps (Parquet, JSONL) reads as "1", as the CSV writes it.
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return str(int(value))
+        return str(value.item() if isinstance(value, np.generic) else value)
+    for kind, name in NESTED:
+        if isinstance(value, kind):
+            raise TypeError(name)
+    raise TypeError(type(value).__name__)
+
+
+def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int) -> list[str | None]:
     if name not in frame.columns:
         cols = ", ".join(map(str, frame.columns)) or "(none)"
         raise BertfeatError(f"{path}: no column '{name}' (columns: {cols}); pass {flag} with one of them")
-    return frame[name].tolist()
+    column = frame[name]
+    # A typed column (Parquet, datetime dtype) is refused by its type; an untyped one by its first bad cell.
+    kind = frame.attrs.get("unreadable", {}).get(name) or (str(column.dtype) if column.dtype.kind in "mM" else None)
+    where = ""
+    cells = []
+    if kind is None:
+        for i, value in enumerate(column.tolist()):
+            try:
+                cells.append(_cell(value))
+            except TypeError as exc:
+                kind, where = str(exc), f" (row {first_row + i})"
+                break
+    if kind is not None:
+        raise BertfeatError(
+            f"{path}: column '{name}' has type {kind}{where}; bertfeat reads text (and numbers or booleans as "
+            "labels): convert the column to strings or pick another column"
+        )
+    return cells
 
 
-def _is_blank(value) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return str(value).strip() == ""
+def _is_blank(cell: str | None) -> bool:
+    return cell is None or not cell.strip()
 
 
 def _rows_text(rows: list[int], limit: int = 5) -> str:
     shown = ", ".join(map(str, rows[:limit]))
     return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_col: str | None = "label",
+                pair_col: str | None = None, drop_empty: bool = False, label_optional: bool = False,
+                first_row: int = 2) -> Table:
+    """One data frame (a whole file, or one batch of it) -> a checked Table.
+
+    ``first_row``: the file row number of the frame's first row, for messages (2: after the header).
+    Cells are read as text; missing values of every kind count as blank; a column of lists, structs
+    or bytes is refused in one line naming it. ``labels`` is None when the frame has no labels to read.
+    """
+    t = _column(frame, text_col, path, "--text-col", first_row)
+    p = _column(frame, pair_col, path, "--pair-col", first_row) if pair_col else None
+    use_labels = bool(label_col) and not (label_optional and label_col not in frame.columns)
+    y = _column(frame, label_col, path, "--label-col", first_row) if use_labels else None
+    empty = [first_row + i for i, v in enumerate(t) if _is_blank(v)]
+    if empty and not drop_empty:
+        raise BertfeatError(
+            f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {_rows_text(empty)}; "
+            "fill them in or pass --drop-empty to skip them"
+        )
+    if empty:
+        log.warning("%s: skipping %d empty text(s) (--drop-empty)", path, len(empty))
+    keep = [i for i, v in enumerate(t) if not _is_blank(v)]
+    if y is not None:
+        blank = [first_row + i for i in keep if _is_blank(y[i])]
+        if blank:
+            raise BertfeatError(
+                f"{path}: {len(blank)} blank label(s) in column '{label_col}' at row(s) {_rows_text(blank)}; "
+                "label them or remove those rows"
+            )
+    return Table(texts=[t[i] for i in keep],
+                 pairs=[p[i] or "" for i in keep] if p is not None else None,
+                 labels=[y[i].strip() for i in keep] if y is not None else None,
+                 source=path, rows=[first_row + i for i in keep])
+
+
+def concat_tables(parts: list[Table]) -> Table:
+    """Tables of several files (or batches) -> one; labels (pairs) only if every part has them."""
+    texts = [t for part in parts for t in part.texts]
+    if not texts:
+        raise BertfeatError(f"{', '.join(dict.fromkeys(p.source for p in parts))}: no non-empty texts to read")
+    has_pairs = all(part.pairs is not None for part in parts)
+    has_labels = all(part.labels is not None for part in parts)
+    return Table(texts,
+                 [x for part in parts for x in part.pairs] if has_pairs else None,
+                 [x for part in parts for x in part.labels] if has_labels else None,
+                 ", ".join(dict.fromkeys(p.source for p in parts)),
+                 [r for part in parts for r in part.rows])
 
 
 def read_table(
@@ -140,47 +269,14 @@ def read_table(
         Read labels only if the file has ``label_col`` (for prediction files).
     """
     paths = [paths] if isinstance(paths, str) else list(paths)
-    texts, pairs, labels, rows = [], [], [], []
-    has_labels = True  # labels are returned only if every file has them
+    check_encoding(encoding)
+    parts = []
     for path in paths:
         frame = _read_frame(path, encoding)
         if len(frame) == 0:
             raise BertfeatError(f"{path}: has a header but no data rows")
-        t = _column(frame, text_col, path, "--text-col")
-        p = _column(frame, pair_col, path, "--pair-col") if pair_col else None
-        use_labels = bool(label_col) and not (label_optional and label_col not in frame.columns)
-        has_labels = has_labels and use_labels
-        y = _column(frame, label_col, path, "--label-col") if use_labels else None
-        empty = [i + 2 for i, v in enumerate(t) if _is_blank(v)]  # +2: 1-based, after the header
-        if empty and not drop_empty:
-            raise BertfeatError(
-                f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {_rows_text(empty)}; "
-                "fill them in or pass --drop-empty to skip them"
-            )
-        if empty:
-            log.warning("%s: skipping %d empty text(s) (--drop-empty)", path, len(empty))
-        keep = [i for i, v in enumerate(t) if not _is_blank(v)]
-        if y is not None:
-            blank = [i + 2 for i in keep if _is_blank(y[i])]
-            if blank:
-                raise BertfeatError(
-                    f"{path}: {len(blank)} blank label(s) in column '{label_col}' at row(s) {_rows_text(blank)}; "
-                    "label them or remove those rows"
-                )
-        texts += [str(t[i]) for i in keep]
-        pairs += [("" if _is_blank(p[i]) else str(p[i])) for i in keep] if p is not None else []
-        labels += [_label_str(y[i]) for i in keep] if y is not None else []
-        rows += [i + 2 for i in keep]
-    if not texts:
-        raise BertfeatError(f"{', '.join(paths)}: no non-empty texts to read")
-    return Table(texts, pairs if pair_col else None, labels if has_labels else None, ", ".join(paths), rows)
-
-
-def _label_str(value) -> str:
-    # 1.0 from a numeric parquet/jsonl column should read as the label "1", as in the CSV.
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+        parts.append(frame_table(frame, path, text_col, label_col, pair_col, drop_empty, label_optional))
+    return concat_tables(parts)
 
 
 def check_labels(train: Table, test: Table | None = None) -> list[str]:

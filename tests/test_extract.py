@@ -22,13 +22,70 @@ def _vectors(encoder, texts, pairs=None):
 def test_all_formats_read_the_same_rows(tmp_path):
     frame = pd.DataFrame({"text": ["a, with comma", 'b "quoted"\nand a newline', "c"], "label": ["x", "y", "x"]})
     frame.to_csv(tmp_path / "d.csv", index=False)
-    frame.to_csv(tmp_path / "d.tsv", sep="\t", index=False)
     frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
     frame.to_parquet(tmp_path / "d.parquet")
-    for ext in ("csv", "tsv", "jsonl", "parquet"):
+    for ext in ("csv", "jsonl", "parquet"):
         table = read_table(str(tmp_path / f"d.{ext}"))
         assert table.texts == frame.text.tolist(), ext
         assert table.labels == frame.label.tolist(), ext
+    # TSV has no quoting (a field cannot hold a tab or a newline): quotes are plain characters.
+    (tmp_path / "d.tsv").write_text('text\tlabel\n"starts with a quote\tx\nb, "mid"\ty\nends"\tx\n"both"\ty\n')
+    table = read_table(str(tmp_path / "d.tsv"))
+    assert table.texts == ['"starts with a quote', 'b, "mid"', 'ends"', '"both"'] and table.rows == [2, 3, 4, 5]
+    assert table.labels == ["x", "y", "x", "y"]
+
+
+def test_typed_columns_read_as_text_and_every_missing_kind_is_blank(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    typed = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"text": pa.array(["a", "b", None, "d"], pa.large_string()),
+                             "int": pa.array([1, 2, None, 9007199254740993]),
+                             "float": pa.array([1.0, 2.5, None, -3.0]),
+                             "bool": pa.array([True, False, None, True])}), typed)
+    with pytest.raises(BertfeatError, match="1 empty text.s. in column 'text' at row.s. 4"):
+        read_table(str(typed), label_col="int")
+    labels = {col: read_table(str(typed), label_col=col, drop_empty=True).labels for col in ("int", "float", "bool")}
+    # exact ints (not via float), 1.0 reads as "1" as a CSV would write it, booleans as True/False
+    assert labels == {"int": ["1", "2", "9007199254740993"], "float": ["1", "2.5", "-3"],
+                      "bool": ["True", "False", "True"]}
+    # pandas nullable dtypes (pd.NA) and NaT are blanks, not the text "<NA>" / "NaT"
+    nullable = tmp_path / "nullable.parquet"
+    pd.DataFrame({"text": pd.array(["a", pd.NA, "c"], dtype="string"),
+                  "label": pd.array([1, 2, pd.NA], dtype="Int64")}).to_parquet(nullable)
+    with pytest.raises(BertfeatError, match="1 empty text.s. in column 'text' at row.s. 3"):
+        read_table(str(nullable))
+    with pytest.raises(BertfeatError, match="1 blank label.s. in column 'label' at row.s. 4"):
+        read_table(str(nullable), drop_empty=True)
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": pd.array([True, False, pd.NA], dtype="boolean")})
+    frame.to_json(tmp_path / "b.jsonl", orient="records", lines=True)
+    with pytest.raises(BertfeatError, match="1 blank label.s. in column 'label' at row.s. 4"):
+        read_table(str(tmp_path / "b.jsonl"))
+    (tmp_path / "n.jsonl").write_text('{"text": "a", "label": 1}\n{"text": null, "label": 2}\n'
+                                      '{"text": "c", "label": 2.0}\n{"text": "d", "label": true}\n')
+    table = read_table(str(tmp_path / "n.jsonl"), drop_empty=True)
+    assert (table.texts, table.labels, table.rows) == (["a", "c", "d"], ["1", "2", "True"], [2, 4, 5])
+
+
+@pytest.mark.parametrize("column, kind", [
+    ("tags", "list<element: string>"), ("raw", "binary"), ("meta", "struct<a: int64>"),
+])
+def test_nested_and_binary_columns_are_refused_naming_file_column_and_type(tmp_path, column, kind):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "nested.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"], "label": ["x", "y"], "tags": pa.array([["t"] * 2000, None]),
+                             "raw": pa.array([b"\x00", None]), "meta": pa.array([{"a": 1}, None])}), path)
+    assert read_table(str(path)).texts == ["a", "b"]  # unused typed columns are fine
+    for flags in ({"text_col": column}, {"label_col": column}):
+        with pytest.raises(BertfeatError) as err:
+            read_table(str(path), **flags)
+        assert str(err.value).startswith(f"{path}: column '{column}' has type {kind};")
+    (tmp_path / "nested.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": ["b", "c"], "label": "y"}\n')
+    with pytest.raises(BertfeatError, match="column 'text' has type list .row 3."):
+        read_table(str(tmp_path / "nested.jsonl"))
 
 
 @pytest.mark.parametrize("content, ext, message", [

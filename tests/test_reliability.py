@@ -1,5 +1,6 @@
 """Never lose work, never crash on bad input: kill/resume, concurrent writers, full disks, cache admin."""
 import errno
+import math
 import os
 import signal
 import subprocess
@@ -146,37 +147,113 @@ def test_cache_info_verify_prune(tmp_path):
 
 
 # -- the loader under random tables --------------------------------------------------------------
-cell = st.one_of(st.text(max_size=12), st.none(), st.integers(-5, 5), st.floats(allow_nan=True))
+# Texts with the characters files get wrong (quotes, separators, newlines, non-ASCII); None is a missing cell.
+_chars = st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from(' ",\t\n\r')
+_text = st.text(_chars, max_size=10)
+LABELS = {"str": _text, "int": st.integers(-10**12, 10**12), "float": st.floats(-1e6, 1e6),
+          "bool": st.booleans()}
+NESTED = {"list": (["a", "b"], "list"), "struct": ({"a": 1}, "struct"), "binary": (b"\x00a", "binary")}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.tuples(cell, cell), max_size=8), ext=st.sampled_from(["csv", "tsv", "jsonl", "parquet"]))
-def test_loader_reads_random_tables_or_raises_its_own_error(tmp_path, rows, ext):
+def _expected_cell(value):
+    """What the loader must make of a written cell: its text, or None for a missing value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 2.0 in a typed column reads as the label "2", as a CSV writes it
+    return str(value)
+
+
+@st.composite
+def tables(draw):
+    fmt = draw(st.sampled_from(["csv", "tsv", "jsonl", "parquet", "parquet-nullable"]))
+    kind = "str" if fmt in ("csv", "tsv") else draw(st.sampled_from(sorted(LABELS)))  # CSV/TSV are untyped
+    rows = draw(st.lists(st.tuples(st.one_of(_text, st.none()), st.one_of(LABELS[kind], st.none())),
+                         min_size=1, max_size=8))
+    if fmt == "tsv":  # TSV has no quoting: a cell cannot hold a tab or a line break
+        def clean(v):
+            return v.translate({ord(c): None for c in "\t\n\r"}) if isinstance(v, str) else v
+        rows = [(clean(t), clean(y)) for t, y in rows]
+    nested = None
+    if fmt != "csv" and fmt != "tsv" and fmt != "parquet-nullable":
+        nested = draw(st.sampled_from([None, None, ("text", "list"), ("label", "list"), ("label", "struct"),
+                                       ("text", "binary" if fmt == "parquet" else "struct")]))
+    if kind == "float" and fmt == "parquet":
+        rows = [(t, math.nan if y is None and draw(st.booleans()) else y) for t, y in rows]  # NaN is missing too
+    return fmt, kind, rows, nested, draw(st.booleans())
+
+
+def _write(path, fmt, kind, rows, nested):
+    import csv
+    import json
+
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    texts, labels = [t for t, _ in rows], [y for _, y in rows]
+    if nested:
+        value = NESTED[nested[1]][0]
+        if nested[0] == "text":
+            texts = [value] * len(rows)
+        else:
+            labels = [value] * len(rows)
+    if fmt == "csv":
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([("text", "label"), *[("" if v is None else v for v in r) for r in rows]])
+    elif fmt == "tsv":
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            fh.writelines("\t".join("" if v is None else v for v in r) + "\n" for r in [("text", "label"), *rows])
+    elif fmt == "jsonl":
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels))
+    elif fmt == "parquet":
+        types = {"str": pa.large_string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+        label_type = None if nested and nested[0] == "label" else types[kind]
+        pq.write_table(pa.table({"text": pa.array(texts, None if nested and nested[0] == "text" else pa.string()),
+                                 "label": pa.array(labels, label_type)}), path)
+    else:  # pandas' nullable dtypes: missing cells come back as pd.NA
+        dtypes = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean"}
+        pd.DataFrame({"text": pd.array(texts, dtype="string"),
+                      "label": pd.array(labels, dtype=dtypes[kind])}).to_parquet(path)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=tables())
+def test_loader_reads_every_valid_table_exactly_and_rejects_only_invalid_ones(tmp_path, case):
+    """An oracle for every table: the exact rows a valid one must give, the error an invalid one must give.
+
+    Fails when a valid table is rejected, read wrongly (a missing cell read as "None"/"<NA>"/"nan",
+    a quote swallowing rows), or an invalid one passes or fails with a traceback.
+    """
     from bertfeat.extract import read_table
 
-    frame = pd.DataFrame(rows, columns=["text", "label"]).astype(object)
-    path = tmp_path / f"r.{ext}"
+    fmt, kind, rows, nested, drop_empty = case
+    path = tmp_path / f"r.{fmt.split('-')[0]}"
+    _write(path, fmt, kind, rows, nested)
+    texts = [_expected_cell(t) for t, _ in rows]
+    labels = [_expected_cell(y) for _, y in rows]
+    keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
+    if nested:
+        expected_error = f"column '{nested[0]}' has type {NESTED[nested[1]][1]}"
+    elif len(keep) < len(rows) and not drop_empty:
+        expected_error = "empty text(s) in column 'text'"
+    elif any(labels[i] is None or not labels[i].strip() for i in keep):
+        expected_error = "blank label(s) in column 'label'"
+    elif not keep:
+        expected_error = "no non-empty texts"
+    else:
+        expected_error = None
     try:
-        if ext == "csv":
-            frame.to_csv(path, index=False)
-        elif ext == "tsv":
-            frame.to_csv(path, sep="\t", index=False)
-        elif ext == "jsonl":
-            frame.to_json(path, orient="records", lines=True)
-        else:
-            frame.astype(str).to_parquet(path)
-    except (ValueError, UnicodeEncodeError):
-        return  # pandas could not write this table; nothing to read
-    try:
-        table = read_table(str(path))
+        table = read_table(str(path), drop_empty=drop_empty)
     except BertfeatError as exc:
-        assert str(path) in str(exc) or "no non-empty texts" in str(exc)
+        assert expected_error is not None, f"a valid table was rejected: {exc}"
+        assert expected_error in str(exc) and str(path) in str(exc) and "\n" not in str(exc), str(exc)
         return
-    assert len(table.texts) == len(table.labels) == len(table.rows) > 0
-    assert all(isinstance(t, str) and t.strip() for t in table.texts)
-    assert all(isinstance(lab, str) and lab for lab in table.labels)
+    assert expected_error is None, f"expected the error {expected_error!r}, read {table}"
+    assert table.texts == [texts[i] for i in keep]
+    assert table.labels == [labels[i].strip() for i in keep]
+    assert table.rows == [i + 2 for i in keep]
 
 
 def test_cache_info_lists_model_exports_and_prune_all_removes_them(tmp_path, monkeypatch):
