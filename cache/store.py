@@ -3,7 +3,7 @@
 Layout under the cache root::
 
     <fingerprint>/encoder.json              the encoder settings, human-readable
-    <fingerprint>/<shard>.keys.npy          S20 text keys (sha1 of text and pair)
+    <fingerprint>/<shard>.keys.npy          S20 text keys (sha1 of text and pair, length-prefixed)
     <fingerprint>/<shard>.vectors.npy       float32 (n, dim)
     <fingerprint>/<shard>.json              commit record: rows, dim, sha256 of both arrays; written last
 
@@ -30,12 +30,19 @@ KEY_DTYPE = "S20"
 
 
 def text_keys(texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
-    """sha1 per text (and its pair, when given) -> fixed 20-byte keys."""
+    """sha1 per text (and its pair, when given) -> fixed 20-byte keys.
+
+    Each part is hashed with its byte length in front, so no text can pass for a pair by holding a
+    separator (text "a\\0b" with pair "c", and "a" with "b\\0c", used to share a key, and so a vector).
+    """
+    def part(s: str) -> bytes:
+        raw = s.encode("utf-8", "surrogatepass")
+        return len(raw).to_bytes(8, "little") + raw
+
     if pairs is None:
-        raw = (b"t\0" + t.encode("utf-8", "surrogatepass") for t in texts)
+        raw = (b"t" + part(t) for t in texts)
     else:
-        raw = (b"p\0" + t.encode("utf-8", "surrogatepass") + b"\0" + p.encode("utf-8", "surrogatepass")
-               for t, p in zip(texts, pairs))
+        raw = (b"p" + part(t) + part(p) for t, p in zip(texts, pairs))
     return np.array([hashlib.sha1(r).digest() for r in raw], dtype=KEY_DTYPE)
 
 

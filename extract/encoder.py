@@ -15,7 +15,9 @@ from bertfeat.extract.pooling import check_pooling, parse_layers
 log = logging.getLogger("bertfeat")
 
 # Bump when extraction code changes what a stored vector means; it is part of every cache key.
-CACHE_VERSION = 1
+# 2: pooling in numpy (last bits differ from torch's), length-prefixed text keys, model_sha256 over every
+# file the model loads.
+CACHE_VERSION = 2
 PRECISIONS = ("auto", "bf16", "fp16", "fp32", "int8")
 LONG_MODES = ("chunk", "truncate")
 # The parameters that change the numbers (and so the cache key); batch_size, device and cache_dir do not.
@@ -93,7 +95,8 @@ class BertEncoder(TransformerMixin, BaseEstimator):
         return True
 
     def cache_settings(self) -> dict:
-        """Everything that changes the numbers, defaults included, plus the weights' identity.
+        """Everything that changes the numbers, defaults included, plus the model's identity (``model_sha256``:
+        weights, config and tokenizer files) and ``CACHE_VERSION``.
 
         ``precision`` is the resolved one (never ``auto``), and ``runtime`` the engine that runs it: the
         same precision on torch and on OpenVINO gives slightly different numbers.
@@ -102,7 +105,7 @@ class BertEncoder(TransformerMixin, BaseEstimator):
         settings = {name: params[name] for name in NUMERIC_PARAMS}
         settings["precision"], settings["runtime"] = self.resolve_precision()
         settings["layers"] = list(parse_layers(self.layers))
-        settings["weights_sha256"] = model_io.weights_id(model_io.resolve_model_dir(self.model))
+        settings["model_sha256"] = model_io.model_id(model_io.resolve_model_dir(self.model))
         settings["cache_version"] = CACHE_VERSION
         return settings
 

@@ -38,11 +38,12 @@ class Forward:
         self.views = [(enc.pooling, parse_layers(enc.layers), enc.normalize) for enc in encoders]
         self.all_hidden = any(layers != (-1,) for _, layers, _ in self.views)
         model_dir = str(model_io.resolve_model_dir(first.model))
+        identity = model_io.model_id(model_dir)  # loaded models are kept per version of the folder's files
         if self.runtime == "torch":
             import torch
 
             self._torch = torch
-            tokenizer, self.net = model_io.load_model(model_dir, self.device, self.precision)
+            tokenizer, self.net = model_io.load_model(model_dir, identity, self.device, self.precision)
             self.engine = None
             tokenizer_json = tokenizer.backend_tokenizer.to_str()
             limit = model_io.position_limit(tokenizer, self.net.config)
@@ -54,8 +55,9 @@ class Forward:
             from bertfeat.cache import default_cache_dir
             from bertfeat.extract import onnx_backend
 
-            self.engine = onnx_backend.load_engine(model_dir, self.precision, self.runtime, self.all_hidden,
-                                                   model_cache or default_cache_dir(), model_io.cpu_threads())
+            self.engine = onnx_backend.load_engine(model_dir, identity, self.precision, self.runtime,
+                                                   self.all_hidden, model_cache or default_cache_dir(),
+                                                   model_io.cpu_threads())
             meta = self.engine.meta
             with open(os.path.join(self.engine.folder, "tokenizer.json"), encoding="utf-8") as fh:
                 tokenizer_json = fh.read()

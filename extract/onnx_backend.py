@@ -41,7 +41,7 @@ QUANTIZE = {"per_channel": True, "weight_type": "QInt8"}
 
 def export_settings(model_dir: str, precision: str, all_hidden: bool) -> dict:
     """Everything that makes one export differ from another."""
-    return {"weights_sha256": model_io.weights_id(model_dir), "precision": precision,
+    return {"model_sha256": model_io.model_id(model_dir), "precision": precision,
             "outputs": "all" if all_hidden else "last", "opset": OPSET, "export_version": EXPORT_VERSION,
             "quantize": QUANTIZE if precision == "int8" else None}
 
@@ -254,8 +254,9 @@ def _openvino_runner(path: str, precision: str, streams: int):
 
 
 @functools.lru_cache(maxsize=4)
-def load_engine(model_dir: str, precision: str, runtime: str, all_hidden: bool, cache_root: str,
+def load_engine(model_dir: str, identity: str, precision: str, runtime: str, all_hidden: bool, cache_root: str,
                 streams: int) -> OnnxEngine:
-    """Export if needed, then load once per process (as ``model.load_model`` does for torch)."""
+    """Export if needed, then load once per process and model version (``identity``: ``model.model_id``),
+    as ``model.load_model`` does for torch."""
     folder = export_folder(model_dir, precision, all_hidden, cache_root)
     return OnnxEngine(folder, runtime, precision, streams)

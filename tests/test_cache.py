@@ -53,3 +53,26 @@ def test_corrupt_shard_is_detected_and_its_rows_embedded_again(tmp_path, demo, c
     assert again.n_embedded == 20
     assert vec_file.name in caplog.text and "checksum" in caplog.text
     np.testing.assert_allclose(again.vectors[0], first.vectors[0], atol=1e-6)
+
+
+def test_pair_keys_are_unambiguous():
+    # A separator inside a text must not let (text, pair) pass for another split of the same characters.
+    assert text_keys(["a\x00b"], ["c"]) != text_keys(["a"], ["b\x00c"])
+    assert text_keys(["a\x00"], [""]) != text_keys(["a"], ["\x00"])
+    assert text_keys(["p\x00a"]) != text_keys(["a"], [""])  # no text keys like a pair either
+
+
+def test_cache_version_is_in_the_key_and_old_entries_are_not_served(tiny_bert, tmp_path, monkeypatch):
+    from bertfeat.extract import encoder as encoder_module
+
+    current = encoder_module.CACHE_VERSION
+    assert current >= 2  # pooling moved to numpy and the text keys changed: version 1 entries mean other numbers
+    enc = BertEncoder(model=tiny_bert, device="cpu")
+    assert enc.cache_settings()["cache_version"] == current
+    texts = ["old entry", "another old entry"]
+    with monkeypatch.context() as patch:  # a cache written by a version-1 build
+        patch.setattr(encoder_module, "CACHE_VERSION", 1)
+        old_fingerprint = enc.fingerprint()
+        assert embed([enc], texts, cache_dir=str(tmp_path), progress=False).n_embedded == 2
+    assert enc.fingerprint() != old_fingerprint
+    assert embed([enc], texts, cache_dir=str(tmp_path), progress=False).n_embedded == 2  # not served

@@ -1,5 +1,6 @@
 """Reading data files, pooling and the encoder, with the real default model and a tiny random BERT."""
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -232,7 +233,42 @@ def test_fingerprint_covers_what_changes_numbers(tiny_bert, tmp_path):
     weights[name] = weights[name] + 1
     save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
     assert BertEncoder(model=str(other)).fingerprint() != base.fingerprint()
-    assert json.loads(json.dumps(base.cache_settings()))["weights_sha256"]
+    assert json.loads(json.dumps(base.cache_settings()))["model_sha256"]
+
+
+@pytest.mark.parametrize("edit", ["tokenizer_config", "vocab", "config"])
+def test_fingerprint_covers_tokenizer_and_config_files(tiny_bert, tmp_path, edit):
+    """Same weights, another tokenizer or config: new fingerprint, and the old cache is not served."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    if edit == "vocab":  # a folder whose tokenizer is built from vocab.txt (no tokenizer.json), as old BERTs ship
+        from bertfeat.extract.model import resolve_model_dir
+
+        shutil.copy(os.path.join(resolve_model_dir("all-MiniLM-L6-v2"), "vocab.txt"), model / "vocab.txt")
+        (model / "tokenizer.json").unlink()
+    enc = BertEncoder(model=str(model), device="cpu", precision="fp32")
+    texts = ["Hello World", "MY CARD HAS NOT ARRIVED"]
+    before, cache = enc.fingerprint(), str(tmp_path / "cache")
+    old = embed([enc], texts, cache_dir=cache, progress=False).vectors[0]
+    if edit == "tokenizer_config":
+        settings = json.loads((model / "tokenizer_config.json").read_text())
+        settings["do_lower_case"] = not settings.get("do_lower_case", True)
+        (model / "tokenizer_config.json").write_text(json.dumps(settings))
+    elif edit == "vocab":  # two tokens trade ids: "hello" and "world" now mean other rows of the embedding
+        vocab = (model / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        a, b = vocab.index("hello"), vocab.index("world")
+        vocab[a], vocab[b] = vocab[b], vocab[a]
+        (model / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    else:
+        config = json.loads((model / "config.json").read_text())
+        config["layer_norm_eps"] = 0.5
+        (model / "config.json").write_text(json.dumps(config))
+    assert BertEncoder(model=str(model)).fingerprint() != before
+    again = embed([enc], texts, cache_dir=cache, progress=False)
+    assert again.n_embedded == len(texts)  # nothing served from the cache filled before the edit
+    assert not np.allclose(again.vectors[0], old, atol=1e-4)  # and the edit did change the numbers
 
 
 def test_missing_model_folder_is_a_user_error(tmp_path):
