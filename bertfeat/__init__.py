@@ -14,6 +14,7 @@ _root = _os.path.dirname(_here)
 if not _os.path.isdir(_os.path.join(_here, "extract")) and _os.path.isfile(_os.path.join(_root, "extract", "__init__.py")):
     __path__.append(_root)  # noqa: F821  (a package's __path__)
 
+from bertfeat.api import TextClassifier, load  # noqa: E402
 from bertfeat.errors import BertfeatError  # noqa: E402
 
-__all__ = ["BertfeatError", "__version__"]
+__all__ = ["BertfeatError", "TextClassifier", "__version__", "load"]

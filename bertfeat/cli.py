@@ -26,7 +26,8 @@ EXAMPLES = {
   python cli.py cache info                      # entries per encoder: rows, size, last write
   python cli.py cache verify                    # checksums of every shard; exit 1 on damage
   python cli.py cache prune --older-than 30     # remove entries not written for 30 days
-  python cli.py cache prune --model all-MiniLM-L6-v2 --dry-run""",
+  python cli.py cache prune --model all-MiniLM-L6-v2 --dry-run   # list every path it would remove
+  python cli.py cache prune --quarantine        # delete the damaged shards that runs moved aside""",
     "bench": """examples:
   python cli.py bench --train data/demo/train.csv --test data/demo/test.csv
   python cli.py bench --train train.csv --test test.csv --heads logreg,svm --poolings mean,mean+max
@@ -34,7 +35,9 @@ EXAMPLES = {
   (features: a pooling, `+` to concatenate, `@layers` to choose layers: mean, mean+max, cls@-2, mean@-4:)""",
     "predict": """example:
   python cli.py predict --model-dir runs/demo-logreg --text "my parcel never arrived"
-  delivery    0.912    my parcel never arrived""",
+  delivery    0.912    my parcel never arrived
+  python cli.py predict --model-dir runs/nli --text "a man sleeps" --pair "a person rests"   # a pair model
+  python cli.py predict --model-dir runs/x-lgbm --data new.csv --trust-pickle   # a pickled head""",
 }
 
 
@@ -73,6 +76,7 @@ def _encoder_flags() -> argparse.ArgumentParser:
     g.add_argument("--drop-empty", action="store_true", help="skip rows with empty text instead of failing")
     g.add_argument("--shard-size", "--chunk-size", dest="shard_size", type=int, default=2048,
                    help="texts per committed cache shard: what a killed run can lose at most")
+    g.add_argument("--window", type=int, default=None, help=argparse.SUPPRESS)  # texts tokenized together
     g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     g.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
     return p
@@ -80,6 +84,7 @@ def _encoder_flags() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     from bertfeat.classify import HEADS
+    from bertfeat.extract.encoder import PRECISIONS
 
     enc = _encoder_flags()
     parser = Parser(prog="bertfeat", description="Text classification on frozen BERT features.")
@@ -136,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="prune: entries of this encoder model")
     p.add_argument("--fingerprint", default=None, help="prune: the entry with this fingerprint (or prefix)")
     p.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="prune: entries idle this long")
-    p.add_argument("--all", action="store_true", help="prune: everything")
+    p.add_argument("--all", action="store_true", help="prune: every entry, model export and quarantined shard")
+    p.add_argument("--quarantine", action="store_true", help="prune: the damaged shards moved to quarantine/")
     p.add_argument("--leftovers", action="store_true", help="prune: also files left by killed runs (>1 h old)")
     p.add_argument("--dry-run", action="store_true", help="prune: list, remove nothing")
     p.add_argument("--json", action="store_true")
@@ -147,7 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True, help="folder written by fit or bench")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="a text to label (repeatable)")
-    src.add_argument("--data", metavar="FILE", help="file of texts; with a label column, accuracy is reported")
+    src.add_argument("--data", metavar="FILE",
+                     help="file of texts (and the pair column, for a pair model); with a label column, accuracy "
+                          "is reported")
+    p.add_argument("--pair", action="append", help="the second text of each --text, for a model fit with --pair-col")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="forward pass (default: as trained where this machine has it, else the best it has)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a pickled head (lgbm): unpickling runs code from the folder; only for folders you trust")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--cache-dir", default=None)

@@ -37,7 +37,18 @@ def embedder(args, encoders):
     shard = getattr(args, "shard_size", SHARD_TEXTS)
     if shard < 1:
         raise BertfeatError(f"bad --shard-size {shard}; expected a positive number of texts")
-    return Embedder(encoders, cache_dir(args), shard)
+    window = window_texts(args)
+    return Embedder(encoders, cache_dir(args), shard, window=window)
+
+
+def window_texts(args) -> int:
+    """Texts tokenized and batched together (hidden --window): what memory holds, and a kill can lose."""
+    from bertfeat.extract.pipeline import WINDOW_TEXTS
+
+    window = getattr(args, "window", None) or WINDOW_TEXTS
+    if window < 1:
+        raise BertfeatError(f"bad --window {window}; expected a positive number of texts")
+    return window
 
 
 def run_embed(args, encoders, texts, pairs):
@@ -81,11 +92,11 @@ def read_labelled(args):
 
 
 def save_model(args, out, head, head_name, spec, encoders, emb, summary, command):
+    from bertfeat.api import model_manifest
     from bertfeat.classify import package_versions, save_model_dir
 
-    manifest = {"head": head_name, "features": spec, "encoders": [e.get_params() for e in encoders],
-                "fingerprints": [e.fingerprint() for e in encoders], "labels": [str(c) for c in head.classes_],
-                "text_col": args.text_col, "label_col": args.label_col, "pair_col": args.pair_col}
+    manifest = model_manifest(encoders, head_name, spec, head.classes_, args.text_col, args.label_col,
+                              args.pair_col)
     run = {"command": command, "argv": sys.argv[1:], "settings": {k: v for k, v in vars(args).items()},
            "versions": package_versions(), "device": emb.device or "none (all vectors from the cache)",
            "embedding": emb.summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary}
@@ -115,10 +126,12 @@ def cmd_embed(args) -> dict:
                                shard_size=args.shard_size, progress=not args.quiet)
         done = f"embedded by {summary['num_workers']} Ray workers"
     else:
-        from bertfeat.extract import read_table
+        from bertfeat.extract.data import iter_tables
 
-        table = read_table(files, args.text_col, None, args.pair_col, args.encoding, args.drop_empty)
-        result = embedder(args, [base_encoder(args)])(table.texts, table.pairs, not args.quiet, load=False)
+        # One window of rows at a time, read, embedded and committed: memory does not grow with the corpus.
+        tables = iter_tables(files, args.text_col, None, args.pair_col, args.encoding, args.drop_empty,
+                             rows=window_texts(args))
+        result = embedder(args, [base_encoder(args)]).fill(((t.texts, t.pairs) for t in tables), not args.quiet)
         summary = {**result.summary(), "dim": result.dims[0], "engine": "local"}
         done = f"embedded in {summary['seconds']:.1f} s; dim {summary['dim']}"
     summary["cache_dir"] = os.path.abspath(cache_dir(args))
@@ -255,29 +268,31 @@ def _list_arg(value: str, flag: str) -> list[str]:
 
 
 def cmd_predict(args):
-    from bertfeat.classify import evaluate, load_head, read_manifest
-    from bertfeat.extract import BertEncoder, read_table
+    from bertfeat.api import load
+    from bertfeat.classify import evaluate
+    from bertfeat.extract import read_table
 
-    manifest = read_manifest(args.model_dir)
-    encoders = [BertEncoder(**{**params, "device": args.device, "batch_size": args.batch_size})
-                for params in manifest["encoders"]]
-    if [e.fingerprint() for e in encoders] != manifest["fingerprints"]:
-        raise BertfeatError(
-            f"--model-dir {args.model_dir}: the encoder '{encoders[0].model}' found here is not the one this "
-            "head was trained on (its weights or settings changed); fit the head again"
-        )
-    head = load_head(args.model_dir, manifest)
+    clf = load(args.model_dir, trust_pickle=args.trust_pickle, precision=args.precision, device=args.device,
+               batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)
     if args.text:
-        texts, pairs, labels = args.text, None, None
+        texts, pairs, labels = args.text, args.pair, None
+        if pairs is not None and len(pairs) != len(texts):
+            raise BertfeatError(f"{len(texts)} --text but {len(pairs)} --pair; give one --pair after each --text")
     else:
+        if args.pair:
+            raise BertfeatError("--pair goes with --text; --data reads pairs from the file's pair column "
+                                f"(the model's: {clf.pair_col or 'none, it takes single texts'})")
+        manifest = clf.manifest
         table = read_table(args.data, manifest["text_col"], manifest["label_col"], manifest["pair_col"],
                            args.encoding, args.drop_empty, label_optional=True)
         texts, pairs, labels = table.texts, table.pairs, table.labels
-    emb = run_embed(args, encoders, texts, pairs)
-    proba = head.predict_proba(np.hstack(emb.vectors))
-    classes = [str(c) for c in head.classes_]
+    proba = clf.predict_proba(texts, pairs=pairs)
+    classes = list(clf.classes_)
     best = proba.argmax(1)
     rows = [{"text": t, "label": classes[b], "proba": round(float(p[b]), 6)} for t, b, p in zip(texts, best, proba)]
+    if pairs is not None:
+        for row, pair in zip(rows, pairs):
+            row["pair"] = pair
     accuracy = None
     if labels is not None:
         for row, true in zip(rows, labels):
@@ -289,7 +304,7 @@ def cmd_predict(args):
         return rows
     width = max(len(c) for c in classes) + 2
     for r in rows:
-        print(f"{r['label']:<{width}}{r['proba']:.3f}    {r['text']}")
+        print(f"{r['label']:<{width}}{r['proba']:.3f}    {r['text']}" + (f"  |  {r['pair']}" if "pair" in r else ""))
     if accuracy is not None:
         print(f"\naccuracy {accuracy:.4f} on {len(rows)} labelled texts")
     return rows
@@ -297,10 +312,14 @@ def cmd_predict(args):
 
 def cmd_cache(args) -> dict:
     from bertfeat.cache import admin
+    from bertfeat.cache.exports import verify_exports
 
     root = cache_dir(args)
     if args.action == "info":
-        entries, exports = admin.entries(root), admin.exports(root)
+        entries, exports, quarantined = admin.entries(root), admin.exports(root), admin.quarantined(root)
+        damaged = {d["key"]: d["problem"] for d in verify_exports(root, deep=False)["damaged"]}  # sizes only
+        for x in exports:
+            x["problem"] = damaged.get(x["key"])
         if not args.json:
             print(f"cache {os.path.abspath(root)}: {len(entries)} encoder entries, "
                   f"{sum(e['bytes'] for e in entries) / 2**20:.1f} MiB")
@@ -313,24 +332,43 @@ def cmd_cache(args) -> dict:
                 print(f"model exports (models/, rebuilt on demand): {len(exports)}, "
                       f"{sum(x['bytes'] for x in exports) / 2**20:.1f} MiB")
             for x in exports:
-                print(f"  {x['key'][:12]}  {x['model']}  {x['precision']}  {x['bytes'] / 2**20:.1f} MiB")
-        return {"cache_dir": os.path.abspath(root), "entries": entries, "exports": exports}
+                print(f"  {x['key'][:12]}  {x['model']}  {x['precision']}  {x['bytes'] / 2**20:.1f} MiB"
+                      + (f"  damaged: {x['problem']} (exported again on next use)" if x["problem"] else ""))
+            if quarantined:
+                print(f"quarantine (damaged shards moved aside; `cache prune --quarantine` clears them): "
+                      f"{len(quarantined)}, {sum(q['bytes'] for q in quarantined) / 2**20:.1f} MiB")
+            for q in quarantined:
+                print(f"  {q['path']}  {q['problem']}")
+        return {"cache_dir": os.path.abspath(root), "entries": entries, "exports": exports,
+                "quarantined": quarantined}
     if args.action == "verify":
         report = admin.verify(root)
+        checked = verify_exports(root)  # every export folder, with or without a readable meta.json
+        report["exports"] = checked["exports"]
+        report["damaged"] += [{"export": d["key"], "problem": f"model export {d['folder']}: {d['problem']} "
+                               "(exported again on next use)"} for d in checked["damaged"]]
         for d in report["damaged"]:
-            log.error("damaged: %s/%s: %s", d["fingerprint"], d["shard"], d["problem"])
+            log.error("damaged: %s", d["problem"])
+        for d in report["unreadable"]:
+            log.error("cannot read: %s", d["problem"])
         if not args.json:
-            print(f"{report['shards']} shards checked: {len(report['damaged'])} damaged, "
+            print(f"{report['shards']} shards and {report['exports']} model exports checked: "
+                  f"{len(report['damaged'])} damaged, "
+                  f"{len(report['unreadable'])} unreadable, {len(report['quarantined'])} in quarantine, "
                   f"{len(report['leftovers'])} leftover files of interrupted runs (never served)")
-        args.exit_code = 1 if report["damaged"] else 0
+        args.exit_code = 1 if report["damaged"] or report["unreadable"] else 0
         return report
-    removed = admin.prune(root, args.model, args.fingerprint, args.older_than, args.all, args.dry_run)
-    leftovers = admin.remove_leftovers(root) if args.leftovers and not args.dry_run else 0
+    done = admin.prune(root, args.model, args.fingerprint, args.older_than, args.all, args.quarantine,
+                       args.leftovers, args.dry_run)
+    for s in done["skipped"]:
+        log.warning("kept %s: %s", s["path"], s["reason"])
     if not args.json:
         verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} {len(removed)} entries ({sum(e['bytes'] for e in removed) / 2**20:.1f} MiB)"
-              + (f" and {leftovers} leftover files" if leftovers else ""))
-    return {"removed": removed, "dry_run": args.dry_run, "leftovers_removed": leftovers}
+        for path in done["paths"]:
+            print(f"{verb} {path}")
+        print(f"{verb} {len(done['removed'])} entries ({sum(e['bytes'] for e in done['removed']) / 2**20:.1f} MiB), "
+              f"{len(done['paths'])} paths in all" + (f"; kept {len(done['skipped'])}" if done["skipped"] else ""))
+    return {**done, "dry_run": args.dry_run}
 
 
 COMMANDS = {"bench": cmd_bench, "cache": cmd_cache, "embed": cmd_embed, "fit": cmd_fit, "predict": cmd_predict}

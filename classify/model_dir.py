@@ -1,11 +1,19 @@
-"""Model folders: the fitted head, a manifest (encoder settings, labels, file checksums) and run.json.
+"""Model folders: the fitted head, a manifest (what the head needs, labels, file checksums) and run.json.
 
-A head is stored with joblib, and unpickling runs code: load model folders only from sources you trust.
-``load_model_dir`` checks every file against the manifest's sha256 *before* anything is unpickled.
+Heads whose learned state is plain arrays (logreg, sgd, svm, knn, mlp, torch, vote) are stored as
+``head.npz`` (``classify/persist.py``): loading one runs no code from the folder. A head that holds
+other objects (lgbm's booster) is stored as ``head.joblib``, a pickle, and unpickling runs code: it
+loads only with ``trust_pickle`` (``predict --trust-pickle``).
+
+The manifest's sha256 sums catch damage (a truncated copy, a flipped bit), not an attacker: whoever
+can rewrite a file can rewrite the manifest too. That is why a pickle needs the explicit trust flag.
+The head file is read once: its checksum and its loading use the same bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import platform
@@ -15,12 +23,19 @@ import tempfile
 import joblib
 
 from bertfeat.cache import atomic_write_json, sha256_file
+from bertfeat.classify import persist
 from bertfeat.errors import BertfeatError
 
-HEAD_FILE = "head.joblib"
+SAFE_HEAD = "head.npz"
+PICKLED_HEAD = "head.joblib"
 MANIFEST = "manifest.json"
+RUN = "run.json"
 # Bump when the manifest's keys change; read_manifest refuses other formats in one line.
-FORMAT = 2  # 2: encoders/fingerprints lists (feature views of several encoders)
+# 2: encoders/fingerprints lists; 3: what the head needs apart from how vectors were computed
+# (model_id, trained_with), head.npz without pickle.
+FORMAT = 3
+# Manifest keys this module writes (callers' manifests must not carry them).
+OWN_KEYS = ("format", "files", "head_file")
 
 
 def package_versions() -> dict:
@@ -35,6 +50,16 @@ def package_versions() -> dict:
     return out
 
 
+def head_bytes(head) -> tuple[str, bytes]:
+    """(file name, contents) of a fitted head: plain arrays where it allows, else a pickle."""
+    try:
+        return SAFE_HEAD, persist.dumps(head)
+    except persist.Unsupported:
+        buf = io.BytesIO()
+        joblib.dump(head, buf)
+        return PICKLED_HEAD, buf.getvalue()
+
+
 def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
     """Write the folder under a temp name beside ``out``, then rename: a crash leaves no half folder."""
     out = os.path.abspath(out)
@@ -47,10 +72,14 @@ def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
     except OSError as exc:
         raise BertfeatError(f"--out {out}: cannot create ({exc.strerror}); pass a writable folder") from None
     try:
-        joblib.dump(head, os.path.join(tmp, HEAD_FILE))
-        atomic_write_json(os.path.join(tmp, "run.json"), run)
-        files = {name: sha256_file(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
-        atomic_write_json(os.path.join(tmp, MANIFEST), {**manifest, "format": FORMAT, "files": files})
+        name, data = head_bytes(head)
+        with open(os.path.join(tmp, name), "wb") as fh:
+            fh.write(data)
+        atomic_write_json(os.path.join(tmp, RUN), run)
+        files = {n: sha256_file(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))}
+        atomic_write_json(os.path.join(tmp, MANIFEST), {**manifest, "format": FORMAT, "head_file": name,
+                                                        "files": files})
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a model folder is shared like any other
         if os.path.isdir(out):
             os.rmdir(out)
         os.replace(tmp, out)
@@ -63,34 +92,77 @@ def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def read_manifest(path: str) -> dict:
-    """The manifest, after checking that every listed file matches its sha256 and nothing is missing."""
+    """The manifest, after checking its format and that every listed file other than the head is intact.
+
+    The head file is checked by ``load_head``, on the bytes it loads.
+    """
     manifest_path = os.path.join(path, MANIFEST)
     if not os.path.isfile(manifest_path):
-        raise BertfeatError(f"--model-dir {path}: no {MANIFEST}; pass a folder written by 'fit' or 'bench'")
+        raise BertfeatError(f"model folder {path}: no {MANIFEST}; pass a folder written by 'fit' or 'bench'")
     try:
         with open(manifest_path) as fh:
             manifest = json.load(fh)
-        files = manifest["files"]
+        files, fmt = manifest["files"], manifest.get("format")
     except (ValueError, KeyError, TypeError):
-        raise BertfeatError(f"--model-dir {path}: {MANIFEST} is damaged; fit the model again") from None
-    if manifest.get("format") != FORMAT:
-        raise BertfeatError(f"--model-dir {path}: written by another bertfeat version (model format "
-                            f"{manifest.get('format')}, this one reads {FORMAT}); fit the model again")
-    if HEAD_FILE not in files:
-        raise BertfeatError(f"--model-dir {path}: {MANIFEST} lists no {HEAD_FILE}; fit the model again")
+        raise BertfeatError(f"model folder {path}: {MANIFEST} is damaged; fit the model again") from None
+    if fmt != FORMAT:
+        raise BertfeatError(f"model folder {path}: written by another bertfeat version (model format {fmt}, "
+                            f"this one reads {FORMAT}); fit the model again")
+    head_file = manifest.get("head_file")
+    if head_file not in (SAFE_HEAD, PICKLED_HEAD) or head_file not in files:
+        raise BertfeatError(f"model folder {path}: {MANIFEST} names no head file; fit the model again")
     for name, digest in files.items():
         file_path = os.path.join(path, name)
         if os.path.basename(name) != name or not os.path.isfile(file_path):
-            raise BertfeatError(f"--model-dir {path}: {name} is missing; the folder is incomplete")
-        if sha256_file(file_path) != digest:
-            raise BertfeatError(
-                f"--model-dir {path}: {name} does not match the checksum in {MANIFEST}; "
-                "the folder was changed or damaged, refusing to load it"
-            )
+            raise BertfeatError(f"model folder {path}: {name} is missing; the folder is incomplete")
+        if name != head_file and sha256_file(file_path) != digest:
+            raise _changed(path, name)
     return manifest
 
 
-def load_head(path: str, manifest: dict):
-    """Unpickle the head; call only with a manifest returned by ``read_manifest``."""
-    return joblib.load(os.path.join(path, HEAD_FILE))
+def _changed(path: str, name: str) -> BertfeatError:
+    return BertfeatError(f"model folder {path}: {name} does not match the checksum in {MANIFEST}; "
+                         "the folder was changed or damaged, refusing to load it")
+
+
+def load_head(path: str, manifest: dict, trust_pickle: bool = False):
+    """The fitted head of a manifest returned by ``read_manifest``.
+
+    A pickled head needs ``trust_pickle``: unpickling runs code from the file, and a checksum cannot
+    tell a planted pickle from a real one (whoever wrote the file could write the manifest too).
+    """
+    name = manifest["head_file"]
+    if name == PICKLED_HEAD and not trust_pickle:
+        raise BertfeatError(
+            f"model folder {path}: the '{manifest.get('head')}' head is a pickle ({name}), and loading a pickle "
+            "runs code from the file; if you trust who wrote this folder, pass --trust-pickle "
+            "(trust_pickle=True in Python)")
+    with open(os.path.join(path, name), "rb") as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != manifest["files"][name]:
+        raise _changed(path, name)
+    if name == PICKLED_HEAD:
+        return joblib.load(io.BytesIO(data))
+    try:
+        return persist.loads(data)
+    except ValueError as exc:
+        raise BertfeatError(f"model folder {path}: {name} is not a head this version reads ({exc}); "
+                            "fit the model again") from None
+
+
+def load_model_dir(path: str, trust_pickle: bool = False) -> tuple[dict, object, dict]:
+    """(manifest, head, run.json) of a model folder, every file checked against the manifest."""
+    manifest = read_manifest(path)
+    head = load_head(path, manifest, trust_pickle)
+    run = {}
+    if RUN in manifest["files"]:
+        with open(os.path.join(path, RUN)) as fh:
+            run = json.load(fh)
+    return manifest, head, run

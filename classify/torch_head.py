@@ -76,17 +76,21 @@ class TorchSoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 if waited >= self.patience:
                     break
         net.load_state_dict(best_state)
-        self.network_ = net.eval()
+        # The learned state is one linear layer: keep it as arrays, so the head is saved without pickle
+        # and predicts without torch (dropout does nothing at inference).
+        linear = net[-1]
+        self.coef_ = linear.weight.detach().numpy().copy()
+        self.intercept_ = linear.bias.detach().numpy().copy()
         self.n_epochs_ = epoch + 1
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        import torch
-
-        check_is_fitted(self, "network_")
+        check_is_fitted(self, "coef_")
         Xs = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
-        with torch.no_grad():
-            return torch.softmax(self.network_(torch.from_numpy(Xs.astype(np.float32))), dim=-1).numpy()
+        scores = Xs @ self.coef_.T + self.intercept_
+        scores -= scores.max(axis=1, keepdims=True)
+        e = np.exp(scores)
+        return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]

@@ -137,7 +137,13 @@ def cpu_threads(all_cores: bool = False) -> int:
 
 
 def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32.
+
+    ``BERTFEAT_CPU_BF16=0`` (or ``1``) overrides the probe: it simulates another CPU, for tests and for
+    checking how a model folder behaves on a machine without bf16.
+    """
+    if os.environ.get("BERTFEAT_CPU_BF16") in ("0", "1"):
+        return os.environ["BERTFEAT_CPU_BF16"] == "1"
     try:
         with open("/proc/cpuinfo") as fh:
             flags = next((line for line in fh if line.startswith("flags")), "").split()
@@ -190,7 +196,8 @@ def runtime_for(precision: str, device: str) -> str:
 def _has_openvino() -> bool:
     import importlib.util
 
-    found = importlib.util.find_spec("openvino") is not None
+    # BERTFEAT_OPENVINO=0 simulates a machine without OpenVINO (tests, portability checks).
+    found = os.environ.get("BERTFEAT_OPENVINO") != "0" and importlib.util.find_spec("openvino") is not None
     if not found:  # once per process: the fallback works, it is only slower
         log.warning("precision bf16 on CPU runs faster with OpenVINO (pip install openvino); using torch")
     return found
