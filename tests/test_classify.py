@@ -58,18 +58,22 @@ def test_model_folder_round_trip_and_tamper_check(tmp_path, demo_vectors):
     head = make_head("logreg").fit(X_train, np.asarray(y_train))
     out = save_model_dir(str(tmp_path / "m"), head, {"head": "logreg"}, {"settings": {}})
     manifest = read_manifest(out)
-    assert set(manifest["files"]) == {"head.joblib", "run.json"}
+    assert set(manifest["files"]) == {"head.npz", "run.json"} and manifest["head_file"] == "head.npz"
     np.testing.assert_array_equal(load_head(out, manifest).predict(X_test), head.predict(X_test))
     with pytest.raises(BertfeatError, match="folder exists and is not empty"):
         save_model_dir(out, head, {}, {})
-    with open(os.path.join(out, "head.joblib"), "ab") as fh:
+    with open(os.path.join(out, "head.npz"), "ab") as fh:
         fh.write(b"tampered")
-    with pytest.raises(BertfeatError, match="head.joblib does not match the checksum"):
+    with pytest.raises(BertfeatError, match="head.npz does not match the checksum"):
+        load_head(out, read_manifest(out))  # the head is checked on the bytes it is loaded from
+    with open(os.path.join(out, "run.json"), "a") as fh:
+        fh.write(" ")
+    with pytest.raises(BertfeatError, match="run.json does not match the checksum"):
         read_manifest(out)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
     from bertfeat.classify.model_dir import FORMAT
 
-    assert json.load(open(os.path.join(out, "manifest.json")))["format"] == FORMAT == 2
+    assert json.load(open(os.path.join(out, "manifest.json")))["format"] == FORMAT == 3
 
 
 def test_a_model_folder_of_another_format_is_refused_in_one_line(tmp_path, demo_vectors):
@@ -78,5 +82,5 @@ def test_a_model_folder_of_another_format_is_refused_in_one_line(tmp_path, demo_
     path = os.path.join(out, "manifest.json")
     manifest = json.load(open(path))
     json.dump({**manifest, "format": 1}, open(path, "w"))
-    with pytest.raises(BertfeatError, match="model format 1, this one reads 2\\); fit the model again"):
+    with pytest.raises(BertfeatError, match="model format 1, this one reads 3\\); fit the model again"):
         read_manifest(out)

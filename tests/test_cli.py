@@ -43,7 +43,8 @@ def test_fit_json_has_the_contract_keys_and_saves_a_model_folder(fitted):
     assert fitted["accuracy"] > 0.8
     manifest = json.load(open(os.path.join(fitted["model_dir"], "manifest.json")))
     assert manifest["labels"] == ["account", "billing", "delivery", "returns", "technical"]
-    assert manifest["encoders"][0]["model"] == "all-MiniLM-L6-v2" and len(manifest["fingerprints"]) == 1
+    assert manifest["encoders"][0]["model"] == "all-MiniLM-L6-v2" and len(manifest["model_id"]) == 64
+    assert set(manifest["trained_with"]) >= {"precision", "runtime", "device"}
     run = json.load(open(os.path.join(fitted["model_dir"], "run.json")))
     assert {"torch", "transformers", "scikit-learn", "lightgbm"} <= set(run["versions"])
     assert run["settings"]["head"] == "logreg" and run["device"]
@@ -123,7 +124,7 @@ def test_predict_refuses_a_head_whose_encoder_changed(fitted, cache, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(fitted["model_dir"], copy)
     manifest = json.load(open(copy / "manifest.json"))
-    manifest["fingerprints"] = ["0" * 32]
+    manifest["model_id"] = "0" * 64
     json.dump(manifest, open(copy / "manifest.json", "w"))
     _one_line_error(run_cli("predict", "--model-dir", copy, "--text", "hi", cache=cache),
                     "not the one this head was trained on")
