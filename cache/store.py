@@ -1,14 +1,17 @@
 """Content-addressed vector store: (encoder fingerprint, text) -> float32 vector, in plain .npy shards.
 
-Layout under the cache root::
+Layout under the cache root (what else lives there, and what marks it as ours: ``cache.layout``)::
 
-    <fingerprint>/encoder.json              the encoder settings, human-readable
+    <fingerprint>/encoder.json              the encoder settings and the cache's marker, human-readable
     <fingerprint>/<shard>.keys.npy          S20 text keys (sha1 of text and pair, length-prefixed)
     <fingerprint>/<shard>.vectors.npy       float32 (n, dim)
     <fingerprint>/<shard>.json              commit record: rows, dim, sha256 of both arrays; written last
 
 A shard counts only once its commit record exists, so a run killed mid-write leaves nothing that is
-served. Shards are named by their content and never rewritten, so many writers need no lock.
+served. Shards are named by their content (sha256 of keys and vectors) and never rewritten, so many
+writers need no lock. A shard whose files do not check out (checksums, record, name, shapes) is never
+served: it is moved to ``<root>/quarantine/`` and its rows are embedded again. One that cannot be read
+(permission, I/O error) is skipped with a warning and left where it is.
 """
 from __future__ import annotations
 
@@ -17,12 +20,16 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 
 import numpy as np
 
-from bertfeat.errors import BertfeatError
+from bertfeat.cache import layout
+from bertfeat.cache.files import atomic_write, atomic_write_json, sha256_file, storage_error
+from bertfeat.cache.layout import fingerprint_of
+
+__all__ = ["Damaged", "VectorStore", "atomic_write", "atomic_write_json", "default_cache_dir", "fingerprint_of",
+           "read_record", "sha256_file", "storage_error", "text_keys"]
 
 log = logging.getLogger("bertfeat")
 
@@ -46,11 +53,6 @@ def text_keys(texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
     return np.array([hashlib.sha1(r).digest() for r in raw], dtype=KEY_DTYPE)
 
 
-def fingerprint_of(settings: dict) -> str:
-    """The cache key of an encoder's settings (``BertEncoder.cache_settings()``): a folder name."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
-
-
 def default_cache_dir() -> str:
     """``$BERTFEAT_CACHE``, else the user's cache folder (``$XDG_CACHE_HOME`` or ~/.cache)/bertfeat."""
     if os.environ.get("BERTFEAT_CACHE"):
@@ -59,114 +61,207 @@ def default_cache_dir() -> str:
     return os.path.join(base, "bertfeat")
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(file_object)`` on a temp file in the same folder, fsync, then rename over ``path``."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"))
-
-
-def storage_error(root: str, exc: OSError, what: str = "write") -> BertfeatError:
-    """The one-line error for a cache folder that cannot be written (full disk, no permission)."""
-    return BertfeatError(
-        f"cache {root}: cannot {what} ({exc.strerror or exc}); free disk space or pass --cache-dir "
-        "to a writable folder"
-    )
-
-
 def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
 
 
+
+class Damaged(Exception):
+    """A shard's files do not check out (quarantine it), as opposed to an ``OSError`` (cannot read it
+    now: permission, I/O; skip it and leave it alone)."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+_RECORD_FIELDS = {"rows": int, "dim": int, "keys_sha256": str, "vectors_sha256": str}
+
+
+def read_record(path: str) -> dict:
+    """A shard's commit record, checked for shape; raises ``Damaged`` or ``OSError``."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        record = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError: a truncated or overwritten record
+        raise Damaged(path, "commit record is not valid JSON (truncated or overwritten)") from None
+    if not isinstance(record, dict):
+        raise Damaged(path, f"commit record is JSON {json.dumps(record)[:20]}, not an object")
+    missing = [k for k in _RECORD_FIELDS if k not in record]
+    if missing:
+        raise Damaged(path, f"commit record lacks {', '.join(missing)}")
+    for key, kind in _RECORD_FIELDS.items():
+        value = record[key]
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+            raise Damaged(path, f"commit record has {key}={json.dumps(value)[:40]}")
+    return record
+
+
+def _npy_header(fh, path: str) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, offset of the data) of an open .npy file, reading only its header."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read:
+            raise ValueError(f"npy version {version}, the cache writes 1.0")
+        shape, fortran, dtype = read[version](fh)
+    except (ValueError, EOFError) as exc:
+        raise Damaged(path, f"not a .npy array ({exc})") from None
+    if fortran:
+        raise Damaged(path, "array is in Fortran order; the cache writes C order")
+    return shape, dtype, fh.tell()
+
+
 class VectorStore:
-    """The vectors of one encoder fingerprint."""
+    """The vectors of one encoder fingerprint.
+
+    While the index is loaded or a shard is written, the store holds a shared lock on its entry
+    (``layout.hold``) until ``close()`` or the process ends: ``cache prune`` skips an entry in use.
+    """
 
     def __init__(self, root: str, fingerprint: str, settings: dict | None = None, verify: bool = True):
-        """``verify=False`` trusts the commit records without hashing the shards: for a process whose
-        parent has just verified this cache (a Ray actor), so N workers do not re-read it N times."""
+        """``verify=False`` trusts the checksums in the commit records without hashing the shards (records,
+        key files and array shapes are still checked): for a process whose parent has just verified this
+        cache (a Ray actor), so N workers do not re-read it N times."""
         self.root = root
         self.folder = os.path.join(root, fingerprint)
         self.fingerprint = fingerprint
         self.settings = settings
         self.verify = verify
         self._index: dict[bytes, tuple[str, int]] | None = None
+        self._dim: int | None = None
+        self._lock: int | None = None
+        self._marked = False
+
+    def close(self) -> None:
+        """Let go of the entry's lock (prune may then remove it)."""
+        if getattr(self, "_lock", None) is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __del__(self):
+        self.close()
+
+    def _hold(self, create: bool) -> None:
+        if self._lock is None:
+            self._lock = layout.hold(self.folder, create)
 
     # -- reading -------------------------------------------------------------------------------
     def shards(self) -> list[str]:
-        if not os.path.isdir(self.folder):
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
             return []
-        names = os.listdir(self.folder)
         return sorted(n[:-5] for n in names if n.endswith(".json") and n != "encoder.json")
 
     def _paths(self, shard: str) -> tuple[str, str, str]:
         base = os.path.join(self.folder, shard)
         return base + ".keys.npy", base + ".vectors.npy", base + ".json"
 
-    def check_shard(self, shard: str) -> str | None:
-        """None if the shard's files match their recorded checksums, else what is wrong."""
-        return self._read_checked(shard)[1]
-
-    def _read_checked(self, shard: str, verify: bool = True) -> tuple[np.ndarray | None, str | None]:
-        """(the shard's keys, None), or (None, what is wrong); the keys file is read once for both."""
-        keys_path, vec_path, meta_path = self._paths(shard)
+    def check_shard(self, shard: str) -> tuple[str, str] | None:
+        """None if the shard checks out, else ``("damaged" | "unreadable", what is wrong)``; reads only."""
         try:
-            with open(meta_path) as fh:
-                meta = json.load(fh)
-            with open(keys_path, "rb") as fh:
-                keys_bytes = fh.read()
-            if verify and hashlib.sha256(keys_bytes).hexdigest() != meta["keys_sha256"]:
-                return None, f"{os.path.basename(keys_path)} does not match its checksum"
-            if verify and sha256_file(vec_path) != meta["vectors_sha256"]:
-                return None, f"{os.path.basename(vec_path)} does not match its checksum"
-            return np.load(io.BytesIO(keys_bytes)), None
-        except (OSError, ValueError, KeyError) as exc:
-            return None, f"unreadable ({type(exc).__name__}: {exc})"
+            self._check(shard)
+        except Damaged as exc:
+            return "damaged", str(exc)
+        except OSError as exc:
+            return "unreadable", f"{exc.filename or self._paths(shard)[2]}: {exc.strerror or exc}"
+        return None
+
+    def _open(self, path: str, record_path: str):
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            if os.path.exists(record_path):
+                raise Damaged(path, "is missing; its commit record is there") from None
+            raise  # the whole shard went meanwhile (another process moved it aside)
+
+    def _check(self, shard: str, verify: bool = True) -> tuple[np.ndarray, int]:
+        """The shard's keys and vector width once its record, arrays, checksums and name agree; raises
+        ``Damaged`` or ``OSError``. The keys file is read once; the vectors file is read only to verify."""
+        keys_path, vec_path, record_path = self._paths(shard)
+        record = read_record(record_path)
+        rows, dim = record["rows"], record["dim"]
+        with self._open(keys_path, record_path) as fh:
+            keys_bytes = fh.read()
+        if verify and hashlib.sha256(keys_bytes).hexdigest() != record["keys_sha256"]:
+            raise Damaged(keys_path, "does not match its checksum")
+        try:
+            keys = np.load(io.BytesIO(keys_bytes), allow_pickle=False)
+        except (ValueError, EOFError) as exc:
+            raise Damaged(keys_path, f"not a .npy array ({exc})") from None
+        if keys.dtype != np.dtype(KEY_DTYPE) or keys.shape != (rows,):
+            raise Damaged(keys_path, f"holds {keys.dtype} {keys.shape}; its record says {rows} keys")
+        with self._open(vec_path, record_path) as fh:
+            shape, dtype, offset = _npy_header(fh, vec_path)
+            if dtype != np.dtype(np.float32) or shape != (rows, dim):
+                raise Damaged(vec_path, f"holds {dtype} {shape}; its record says float32 ({rows}, {dim})")
+            size = os.fstat(fh.fileno()).st_size
+            if size != offset + rows * dim * 4:
+                raise Damaged(vec_path, f"is {size} bytes; ({rows}, {dim}) float32 takes {offset + rows * dim * 4}")
+            if verify:
+                # One read feeds both hashes: the file's checksum, and the content hash that names the shard.
+                fh.seek(0)
+                whole, content = hashlib.sha256(fh.read(offset)), hashlib.sha256(keys.tobytes())
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    whole.update(block)
+                    content.update(block)
+                if whole.hexdigest() != record["vectors_sha256"]:
+                    raise Damaged(vec_path, "does not match its checksum")
+                if content.hexdigest()[:24] != shard:
+                    raise Damaged(record_path, f"the shard's name is not the hash of its contents "
+                                               f"({content.hexdigest()[:24]})")
+        return keys, dim
 
     def _load_index(self) -> dict[bytes, tuple[str, int]]:
         if self._index is not None:
             return self._index
+        self._hold(create=False)  # before listing: prune then cannot remove what the index points at
         index: dict[bytes, tuple[str, int]] = {}
         for shard in self.shards():
-            keys, problem = self._read_checked(shard, self.verify)
-            if problem:
-                log.warning("cache shard %s: %s; its rows will be embedded again", self._paths(shard)[2], problem)
-                self._discard(shard)
+            try:
+                keys, dim = self._check(shard, self.verify)
+                if self._dim not in (None, dim):
+                    raise Damaged(self._paths(shard)[2], f"dim {dim}; the other shards here have {self._dim}")
+            except Damaged as exc:
+                self._quarantine(shard, exc)
                 continue
+            except FileNotFoundError:
+                continue  # moved aside or removed by another process since the listing
+            except OSError as exc:
+                log.warning("cache shard %s: cannot read it (%s); not served and left in place; its rows will be "
+                            "embedded again", exc.filename or self._paths(shard)[2], exc.strerror or exc)
+                continue
+            self._dim = dim
             for row, key in enumerate(keys.tolist()):
                 index.setdefault(key, (shard, row))
         self._index = index
         return index
 
-    def _discard(self, shard: str) -> None:
-        # Drop the commit record first: without it the shard is never served, whatever remains.
-        for path in reversed(self._paths(shard)):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+    def _quarantine(self, shard: str, exc: Damaged) -> None:
+        """Move a damaged shard's files to ``<root>/quarantine/`` (never unlink them: `prune` clears it)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        dest = os.path.join(self.root, layout.QUARANTINE, self.fingerprint, f"{shard}-{stamp}-{os.getpid()}")
+        moved = []
+        try:
+            os.makedirs(dest)
+            for path in reversed(self._paths(shard)):  # the record first: without it the shard is never served
+                try:
+                    os.replace(path, os.path.join(dest, os.path.basename(path)))
+                    moved.append(os.path.basename(path))
+                except FileNotFoundError:
+                    pass
+            atomic_write_json(os.path.join(dest, "why.json"), {
+                "fingerprint": self.fingerprint, "shard": shard, "problem": str(exc), "files": moved,
+                "time": time.time()})
+        except OSError as err:
+            log.warning("cache shard %s; could not move it aside (%s): not served, left in place; its rows will "
+                        "be embedded again", exc, err.strerror or err)
+            return
+        log.warning("cache shard %s; moved to %s; its rows will be embedded again", exc, dest)
 
     def get(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Returns (found mask, vectors of the found keys in order or None when nothing was found)."""
@@ -185,11 +280,9 @@ class VectorStore:
         return np.array([k in index for k in keys.tolist()], dtype=bool)
 
     def dim(self) -> int | None:
-        """The vectors' width, from any commit record; None while the store is empty."""
-        for shard in self.shards():
-            with open(self._paths(shard)[2]) as fh:
-                return int(json.load(fh)["dim"])
-        return None
+        """The vectors' width, from the checked shards; None while the store is empty."""
+        self._load_index()
+        return self._dim
 
     def locate(self, keys: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """shard -> (positions in ``keys``, rows in the shard) for every key stored here."""
@@ -219,29 +312,52 @@ class VectorStore:
 
     # -- writing -------------------------------------------------------------------------------
     def put(self, keys: np.ndarray, vectors: np.ndarray) -> str:
-        """Store one shard; returns its name. Durable (fsync) before its commit record appears."""
+        """Store one shard; returns its name. Durable (fsync) before its commit record appears.
+
+        A shard of the same content that is already committed and checks out is left as it is (another
+        writer stored these rows); a damaged one is moved aside first.
+        """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         keys = np.asarray(keys, dtype=KEY_DTYPE)
         shard = hashlib.sha256(keys.tobytes() + vectors.tobytes()).hexdigest()[:24]
         keys_path, vec_path, meta_path = self._paths(shard)
-        try:
-            os.makedirs(self.folder, exist_ok=True)
-            if self.settings is not None and not os.path.exists(os.path.join(self.folder, "encoder.json")):
-                atomic_write_json(os.path.join(self.folder, "encoder.json"), self.settings)
-            # Serialized once in memory: the checksum comes from the bytes written, not a re-read.
-            keys_bytes, vec_bytes = _npy_bytes(keys), _npy_bytes(vectors)
-            atomic_write(keys_path, lambda fh: fh.write(keys_bytes))
-            atomic_write(vec_path, lambda fh: fh.write(vec_bytes))
-            meta = {"rows": int(len(keys)), "dim": int(vectors.shape[1]), "created": time.time(),
-                    "keys_sha256": hashlib.sha256(keys_bytes).hexdigest(),
-                    "vectors_sha256": hashlib.sha256(vec_bytes).hexdigest()}
-            atomic_write_json(meta_path, meta)
-        except OSError as exc:
-            for path in (meta_path, vec_path, keys_path):
-                if os.path.exists(path):
-                    os.unlink(path)
-            raise storage_error(self.root, exc) from None
+        if not self._committed(shard):
+            try:
+                self._hold(create=True)
+                encoder_json = os.path.join(self.folder, "encoder.json")
+                if self.settings is not None and not os.path.exists(encoder_json):
+                    atomic_write_json(encoder_json, layout.encoder_record(self.settings))
+                if not self._marked:
+                    layout.mark_root(self.root)
+                    self._marked = True
+                # Serialized once in memory: the checksum comes from the bytes written, not a re-read.
+                keys_bytes, vec_bytes = _npy_bytes(keys), _npy_bytes(vectors)
+                atomic_write(keys_path, lambda fh: fh.write(keys_bytes))
+                atomic_write(vec_path, lambda fh: fh.write(vec_bytes))
+                meta = {"rows": int(len(keys)), "dim": int(vectors.shape[1]), "created": time.time(),
+                        "keys_sha256": hashlib.sha256(keys_bytes).hexdigest(),
+                        "vectors_sha256": hashlib.sha256(vec_bytes).hexdigest()}
+                atomic_write_json(meta_path, meta)
+            except OSError as exc:
+                # atomic_write removed its own temp file. Arrays already renamed into place stay: they may be
+                # another writer's committed files (same name, same bytes); ours, uncommitted, are never
+                # served, and `cache prune --leftovers` removes them.
+                raise storage_error(self.root, exc) from None
         if self._index is not None:
             for row, key in enumerate(keys.tolist()):
                 self._index.setdefault(key, (shard, row))
+            self._dim = self._dim or int(vectors.shape[1])
         return shard
+
+    def _committed(self, shard: str) -> bool:
+        """Whether another writer already committed this very shard, intact (a damaged one is moved aside)."""
+        if not os.path.exists(self._paths(shard)[2]):
+            return False
+        try:
+            self._check(shard)
+        except Damaged as exc:
+            self._quarantine(shard, exc)
+            return False
+        except OSError:
+            return False  # unreadable to us: write our copy (same name, same bytes) over it
+        return True
