@@ -371,4 +371,11 @@ def cmd_cache(args) -> dict:
     return {**done, "dry_run": args.dry_run}
 
 
-COMMANDS = {"bench": cmd_bench, "cache": cmd_cache, "embed": cmd_embed, "fit": cmd_fit, "predict": cmd_predict}
+def cmd_finetune(args) -> dict:
+    from bertfeat.finetuning import cmd_finetune as run
+
+    return run(args)
+
+
+COMMANDS = {"bench": cmd_bench, "cache": cmd_cache, "embed": cmd_embed, "finetune": cmd_finetune, "fit": cmd_fit,
+            "predict": cmd_predict}

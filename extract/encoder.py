@@ -119,13 +119,55 @@ class BertEncoder(TransformerMixin, BaseEstimator):
         return fingerprint_of(self.cache_settings())
 
     def transform(self, X) -> np.ndarray:
-        """Texts (or (text, pair) tuples) -> float32 array (n_texts, dim), in input order."""
+        """Texts -> float32 array (n_texts, dim), in input order.
+
+        Parameters
+        ----------
+        X : list of str, pandas Series, or (text, pair) rows
+            Rows of two texts are a list of 2-tuples, a 2-column array or a 2-column DataFrame; a
+            1-column array or DataFrame is single texts. Anything else raises ``BertfeatError``.
+        """
         texts, pairs = split_inputs(X)
         return embed([self], texts, pairs, cache_dir=self.cache_dir, progress=self.progress).vectors[0]
 
 
+_EXPECTED = ("expected texts: a list of str, a pandas Series, or (text, pair) rows (a list of 2-tuples, or a "
+             "2-column array or DataFrame)")
+
+
 def split_inputs(X) -> tuple[list[str], list[str] | None]:
-    items = list(X)
-    if items and isinstance(items[0], (tuple, list)):
-        return [str(a) for a, _ in items], [str(b) for _, b in items]
-    return [str(x) for x in items], None
+    """(texts, pairs or None) from what ``transform`` accepts; a clear error for anything else.
+
+    Every text must be a str: str() of a number, None, NaN or an array row would embed a wrong text
+    without a word (``"nan"``, ``"['a' 'b']"``), so those are refused, naming the row.
+    """
+    import pandas as pd
+
+    if isinstance(X, (pd.DataFrame, pd.Series)):
+        X = X.to_numpy(dtype=object)
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 2:
+            return _texts(X[:, 0], "text of "), _texts(X[:, 1], "pair of ")
+        if X.ndim == 2 and X.shape[1] == 1:  # one column, as a ColumnTransformer passes it
+            return _texts(X[:, 0], ""), None
+        if X.ndim != 1:
+            raise BertfeatError(f"{_EXPECTED}; got an array of shape {X.shape}")
+        return _texts(X, ""), None
+    if isinstance(X, (list, tuple)):
+        if X and all(isinstance(row, (tuple, list)) for row in X):
+            bad = next((i for i, row in enumerate(X) if len(row) != 2), None)
+            if bad is not None:
+                raise BertfeatError(f"{_EXPECTED}; row {bad} has {len(X[bad])} items")
+            return _texts([a for a, _ in X], "text of "), _texts([b for _, b in X], "pair of ")
+        return _texts(X, ""), None
+    hint = " (wrap a single text in a list)" if isinstance(X, str) else ""
+    raise BertfeatError(f"{_EXPECTED}; got {type(X).__name__}{hint}")
+
+
+def _texts(items, what: str) -> list[str]:
+    texts = list(items)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise BertfeatError(f"{what}row {bad} is {type(texts[bad]).__name__} {texts[bad]!r:.40}, not a text; "
+                            f"{_EXPECTED}")
+    return [str(t) for t in texts]  # numpy str_ -> str

@@ -20,6 +20,8 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack")
 # top level is hashed into the model's identity (model_id).
 _NOT_READ_SUFFIXES = (".md", ".rst", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
 _NOT_READ_NAMES = ("LICENSE", "LICENSE.txt", "NOTICE", "CITATION.cff")
+# What a hub download fetches besides the weights: config, tokenizer and vocabulary files.
+_HUB_FILES = ["*.json", "*.txt", "*.model"]
 
 
 def resolve_model_dir(model: str) -> str:
@@ -37,7 +39,12 @@ def resolve_model_dir(model: str) -> str:
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(model, allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors"])
+        # safetensors when the repo has them (no pickle, and one copy of the weights instead of two); a repo
+        # that ships only PyTorch's pytorch_model*.bin gets those.
+        folder = snapshot_download(model, allow_patterns=_HUB_FILES + ["*.safetensors"])
+        if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
+            folder = snapshot_download(model, allow_patterns=_HUB_FILES + ["pytorch_model*.bin"])
+        return folder
     except Exception as exc:  # the hub raises many types: offline, 404, auth
         raise BertfeatError(
             f"model '{model}': could not be fetched from the Hugging Face hub ({type(exc).__name__}); "
