@@ -77,10 +77,13 @@ class TextClassifier:
     progress : bool, default=False
     run : dict or None
         The folder's ``run.json`` (kept by ``save``).
+    folder : str or None
+        The model folder it was loaded from: a fine-tuned encoder lives inside it (the manifest's
+        ``encoder_folder``, relative to the folder, so the folder can move).
     """
 
     def __init__(self, head, manifest, precision="auto", device="auto", batch_size=128, cache_dir=None,
-                 progress=False, run=None):
+                 progress=False, run=None, folder=None):
         self.head = head
         self.manifest = manifest
         self.precision = precision
@@ -89,6 +92,7 @@ class TextClassifier:
         self.cache_dir = cache_dir
         self.progress = progress
         self.run = run
+        self.folder = folder
         self._lock = threading.Lock()
         self._embedder = None
 
@@ -104,8 +108,9 @@ class TextClassifier:
         """The encoders this head's vectors come from, at this classifier's precision and device."""
         from bertfeat.extract import BertEncoder
 
-        return [BertEncoder(**params, precision=self.precision, device=self.device, batch_size=self.batch_size)
-                for params in self.manifest["encoders"]]
+        local = encoder_folder(self.folder, self.manifest)
+        return [BertEncoder(**{**params, **({"model": local} if local else {})}, precision=self.precision,
+                            device=self.device, batch_size=self.batch_size) for params in self.manifest["encoders"]]
 
     def predict_proba(self, X, pairs=None) -> np.ndarray:
         """Class probabilities, one row per text, columns in ``classes_`` order.
@@ -137,7 +142,13 @@ class TextClassifier:
         from bertfeat.classify.model_dir import OWN_KEYS, save_model_dir
 
         manifest = {k: v for k, v in self.manifest.items() if k not in OWN_KEYS}
-        return save_model_dir(path, self.head, manifest, self.run or {})
+        out = save_model_dir(path, self.head, manifest, self.run or {})
+        local = encoder_folder(self.folder, self.manifest)
+        if local:  # a fine-tuned encoder travels with its head
+            import shutil
+
+            shutil.copytree(local, os.path.join(out, self.manifest["encoder_folder"]))
+        return out
 
     def _inputs(self, X, pairs):
         from bertfeat.extract.encoder import split_inputs
@@ -192,15 +203,28 @@ def load(path: str, trust_pickle: bool = False, precision: str | None = None, de
     from bertfeat.extract import model as model_io
 
     manifest, head, run = load_model_dir(path, trust_pickle=trust_pickle)
-    name = manifest["encoders"][0]["model"]
+    name = encoder_folder(path, manifest) or manifest["encoders"][0]["model"]
     if model_io.model_id(model_io.resolve_model_dir(name)) != manifest["model_id"]:
         raise BertfeatError(f"model folder {path}: the encoder '{name}' found here is not the one this head was "
                             "trained on (its weights, tokenizer or config changed); fit the head again")
     clf = TextClassifier(head, manifest, device=device, batch_size=batch_size, cache_dir=cache_dir,
-                         progress=progress, run=run)
+                         progress=progress, run=run, folder=os.path.abspath(path))
     clf.precision = precision or _default_precision(manifest["trained_with"], device)
     _notice_precision(path, manifest["trained_with"], clf.encoders()[0])
     return clf
+
+
+def encoder_folder(path: str | None, manifest: dict) -> str | None:
+    """The fine-tuned encoder inside model folder ``path`` (the manifest's ``encoder_folder``, written by
+    ``finetune``), as an absolute path; None for a head on a frozen encoder."""
+    name = manifest.get("encoder_folder")
+    if not name or path is None:
+        return None
+    folder = os.path.join(os.path.abspath(path), name)
+    if os.path.basename(name) != name or name in (".", "..") or not os.path.isdir(folder):
+        raise BertfeatError(f"model folder {path}: its fine-tuned encoder '{name}' is missing; copy the whole "
+                            "folder, encoder included")
+    return folder
 
 
 def _default_precision(trained: dict, device: str) -> str:

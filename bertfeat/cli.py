@@ -33,6 +33,11 @@ EXAMPLES = {
   python cli.py bench --train train.csv --test test.csv --heads logreg,svm --poolings mean,mean+max
   python cli.py bench --train train.csv --test test.csv --samples-per-label 8 --n-experiments 10   # MTEB
   (features: a pooling, `+` to concatenate, `@layers` to choose layers: mean, mean+max, cls@-2, mean@-4:)""",
+    "finetune": """examples:
+  python cli.py finetune --train data/demo/train.csv --test data/demo/test.csv            # full fine-tune
+  python cli.py finetune --train train.csv --test test.csv --method setfit               # SetFit, few labels
+  (prints the test metrics and saves runs/<time>-finetune-full/ with the tuned encoder; predict loads it.
+  A killed run resumes from its last epoch when the same command is run again)""",
     "predict": """example:
   python cli.py predict --model-dir runs/demo-logreg --text "my parcel never arrived"
   delivery    0.912    my parcel never arrived
@@ -84,7 +89,9 @@ def _encoder_flags() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     from bertfeat.classify import HEADS
+    from bertfeat.extract import DEFAULT_MODEL
     from bertfeat.extract.encoder import PRECISIONS
+    from bertfeat.extract.finetune import METHODS as FINETUNE_METHODS
 
     enc = _encoder_flags()
     parser = Parser(prog="bertfeat", description="Text classification on frozen BERT features.")
@@ -133,6 +140,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-label", type=int, default=0,
                    help="MTEB protocol: logistic regression on this many random samples per label")
     p.add_argument("--n-experiments", type=int, default=10, help="MTEB protocol: repetitions (default: 10)")
+    p.add_argument("--finetune", default=None, metavar="METHODS",
+                   help="also fine-tune the encoder (full, setfit, or full,setfit) and add those rows, marked "
+                        "fine-tuned; with --samples-per-label, setfit on the same samples")
+
+    p = sub.add_parser("finetune", parents=[labelled], help="fine-tune the encoder itself (full or SetFit)",
+                       epilog=EXAMPLES["finetune"], formatter_class=fmt)
+    g = p.add_argument_group("fine-tuning (defaults per method: see README, finetune)")
+    g.add_argument("--method", default="full", choices=FINETUNE_METHODS,
+                   help="full: encoder + mean pooling + linear layer, cross-entropy; setfit: contrastive pairs, "
+                        "then logistic regression (default: %(default)s)")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="base model: Hugging Face id or local folder")
+    g.add_argument("--epochs", type=int, default=None, help="most epochs (full: 10, early stopping; setfit: 1)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate of the body (full: 1e-4; setfit: 2e-5)")
+    g.add_argument("--batch-size", dest="ft_batch_size", type=int, default=None,
+                   help="texts (full: 32) or pairs (setfit: 16) per optimizer step; micro-batched to fit memory")
+    g.add_argument("--max-length", type=int, default=128, help="tokens per text (default: %(default)s)")
+    g.add_argument("--val-size", type=float, default=None,
+                   help="share of --train held out for validation and early stopping (full: 0.1; setfit: 0)")
+    g.add_argument("--max-pairs", type=int, default=None, help="setfit: most sentence pairs per epoch (25000)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
+    g.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="forward pass of the tuned encoder's test vectors, as in fit (default: %(default)s)")
+    g.add_argument("--text-col", default="text", help="column with the text (default: %(default)s)")
+    g.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSONL files")
+    g.add_argument("--drop-empty", action="store_true", help="skip rows with empty text instead of failing")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
+    p.set_defaults(pair_col=None)
 
     p = sub.add_parser("cache", help="inspect, verify or prune the vector cache", epilog=EXAMPLES["cache"],
                        formatter_class=fmt)

@@ -1,0 +1,185 @@
+"""The finetune subcommand and bench's fine-tuned rows: extract/ tunes the encoder, classify/ scores the head.
+
+A fine-tuned model folder is a model folder like any other (``classify/model_dir.py``), plus the tuned
+encoder in a subfolder that the manifest names relative to the folder (``encoder_folder``), so the
+folder can be moved or copied whole::
+
+    runs/x-finetune-full/
+        manifest.json   encoders: [{"model": "encoder", "pooling": "mean", ...}], encoder_folder: "encoder",
+                        model_id (identity of encoder/'s files), base_model, finetune settings
+        head.npz        full: the trained linear layer as a LogisticRegression; setfit: a logistic regression
+        run.json        settings, versions, per-epoch history, metrics
+        encoder/        model.safetensors, config.json, tokenizer files
+        temp/           while training only: ckpt/ (epoch checkpoints), encoder/; removed once the folder is done
+
+Its vectors never enter the frozen model's cache entries: the tuned weights have another identity, and
+finetune computes its vectors without the cache at all (they serve no other run).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from bertfeat.errors import BertfeatError
+
+log = logging.getLogger("bertfeat")
+
+TEMP = "temp"
+
+
+def settings_from(args, method: str, val_size=None):
+    from bertfeat.extract.finetune import Settings
+
+    return Settings(method=method, model=args.model, epochs=getattr(args, "epochs", None),
+                    lr=getattr(args, "lr", None), batch_size=getattr(args, "ft_batch_size", None),
+                    val_size=getattr(args, "val_size", val_size), max_length=args.max_length, seed=args.seed,
+                    max_pairs=getattr(args, "max_pairs", None) or 25_000, device=args.device)
+
+
+def _unfinished(out: str) -> bool:
+    return os.path.isdir(os.path.join(out, TEMP)) and not os.path.exists(os.path.join(out, "manifest.json"))
+
+
+def resolve_out(out: str | None, method: str, key: str) -> str:
+    """--out, checked; without it, an unfinished run of the same settings and data under runs/ (so the same
+    command resumes), else a new runs/<time>-finetune-<method>."""
+    from bertfeat.extract import checkpoint
+
+    if out is None:
+        for cand in sorted(glob.glob(os.path.join("runs", f"*-finetune-{method}")), reverse=True):
+            if _unfinished(cand) and checkpoint.key_of(os.path.join(cand, TEMP, "ckpt")) == key:
+                return cand
+        return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-finetune-{method}")
+    if os.path.exists(os.path.join(out, "manifest.json")):
+        raise BertfeatError(f"--out {out}: already holds a finished model; pass a new folder")
+    if os.path.isdir(out) and os.listdir(out) and not _unfinished(out):
+        raise BertfeatError(f"--out {out}: folder exists and is not empty; pass a new folder")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BertfeatError(f"--out {out}: is a file; pass a folder")
+    return out
+
+
+def train_and_save(args, method: str, train, test, out: str | None, progress: bool, val_size=None) -> dict:
+    """Fine-tune on ``train``, score on ``test``, write the model folder. Returns the summary as fit's."""
+    from bertfeat.classify import evaluate
+    from bertfeat.extract import BertEncoder, model as model_io
+    from bertfeat.extract.finetune import finetune, run_key
+    from bertfeat.extract.pipeline import Embedder
+
+    settings = settings_from(args, method, val_size).resolved()
+    base_id = model_io.model_id(model_io.resolve_model_dir(settings.model))
+    out = os.path.abspath(resolve_out(out, method, run_key(settings, train.texts, train.labels, base_id)))
+    work = os.path.join(out, TEMP)
+    try:
+        os.makedirs(work, exist_ok=True)
+    except OSError as exc:
+        raise BertfeatError(f"--out {out}: cannot create ({exc.strerror}); pass a writable folder") from None
+    tuned = finetune(train.texts, train.labels, settings, work, progress)
+    encoder = BertEncoder(model=tuned.encoder_dir, pooling="mean", max_length=settings.max_length,
+                          normalize=method == "setfit", precision=getattr(args, "precision", "auto"),
+                          device=args.device)
+    t0 = time.perf_counter()
+    texts = (train.texts if method == "setfit" else []) + test.texts
+    emb = Embedder([encoder], None)(texts, None, progress=progress)
+    vectors = emb.vectors[0]
+    X_test = vectors[len(texts) - len(test.texts):]
+    head, fit_extra = _head(method, tuned, vectors[:len(texts) - len(test.texts)], train.labels, args.seed)
+    proba = head.predict_proba(X_test)
+    predict_seconds = time.perf_counter() - t0
+    pred = np.asarray(head.classes_)[proba.argmax(1)]
+    metrics = evaluate(test.labels, pred)
+    fit_seconds = tuned.seconds + fit_extra
+    summary = {"metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "macro_precision",
+                                                   "macro_recall")},
+               "fit_seconds": fit_seconds, "n_train": len(train.texts), "n_test": len(test.texts),
+               "finetune": {"settings": _plain_settings(settings), "history": tuned.history,
+                            "best_epoch": tuned.best_epoch, "device": tuned.device, "autocast": tuned.autocast,
+                            "n_val": tuned.n_val, "n_pairs": tuned.n_pairs, "resumed_from": tuned.resumed_from}}
+    model_dir = _commit(args, out, head, method, encoder, tuned, settings, emb, summary)
+    return {**metrics, "fit_seconds": round(fit_seconds, 3), "predict_seconds": predict_seconds,
+            "n_train": len(train.texts), "n_test": len(test.texts), "head": f"finetune-{method}", "features": "mean",
+            "model": settings.model, "model_dir": model_dir, "method": method, "epochs_run": len(tuned.history) - 1,
+            "best_epoch": tuned.best_epoch, "val_accuracy": tuned.val_accuracy, "history": tuned.history,
+            "resumed_from": tuned.resumed_from, "device": tuned.device, "autocast": tuned.autocast,
+            "settings": _plain_settings(settings), "n_val": tuned.n_val}
+
+
+def _plain_settings(settings) -> dict:
+    from dataclasses import asdict
+
+    return asdict(settings)
+
+
+def _head(method: str, tuned, X_train, y_train, seed: int):
+    """(head, seconds it took to fit): the trained layer (full) or SetFit's logistic regression."""
+    from bertfeat.classify.linear import from_linear_layer, setfit_head
+
+    if method == "full":
+        return from_linear_layer(tuned.weight, tuned.bias, tuned.classes), 0.0
+    t0 = time.perf_counter()
+    head = setfit_head(seed).fit(X_train, np.asarray(y_train))
+    return head, time.perf_counter() - t0
+
+
+def _commit(args, out, head, method, encoder, tuned, settings, emb, summary) -> str:
+    """Assemble the model folder in temp/, then move it into ``out``: the manifest last, so a folder counts
+    as a model only once it is whole; temp/ (checkpoints) goes after that."""
+    from bertfeat.api import model_manifest
+    from bertfeat.classify import package_versions, save_model_dir
+    from bertfeat.extract.finetune import ENCODER
+
+    manifest = model_manifest([encoder], f"finetune-{method}", "mean", head.classes_, args.text_col,
+                              args.label_col, None)
+    for entry in manifest["encoders"]:
+        entry["model"] = ENCODER  # relative to the model folder: bertfeat.load resolves it there
+    manifest.update(encoder_folder=ENCODER, base_model=settings.model,
+                    finetune={"method": method, "epochs_run": len(tuned.history) - 1, "best_epoch": tuned.best_epoch})
+    run = {"command": "finetune" if getattr(args, "command", "") == "finetune" else args.command,
+           "argv": sys.argv[1:], "settings": {k: v for k, v in vars(args).items()}, "versions": package_versions(),
+           "device": tuned.device, "embedding": emb.summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           **summary}
+    work = os.path.join(out, TEMP)
+    staged = os.path.join(work, "model")
+    shutil.rmtree(staged, ignore_errors=True)  # a finish cut short before
+    try:
+        save_model_dir(staged, head, manifest, run)
+        os.replace(tuned.encoder_dir, os.path.join(staged, ENCODER))
+        names = sorted(os.listdir(staged), key=lambda n: n == "manifest.json")  # the manifest last
+        for name in names:
+            target = os.path.join(out, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(staged, name), target)
+    except OSError as exc:
+        raise BertfeatError(f"--out {out}: cannot write the model folder ({exc.strerror})") from None
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def print_report(result: dict, metrics: dict) -> None:
+    from bertfeat.classify import format_report
+
+    best = result["history"][result["best_epoch"]]
+    val = f", val acc {best['val_accuracy']:.4f}" if best.get("val_accuracy") is not None else ""
+    print(f"finetune {result['method']} of {result['model']}: {result['n_train']} train "
+          f"({result['n_val']} of them held out for validation), {result['n_test']} test texts; "
+          f"{result['epochs_run']} epochs (best {result['best_epoch']}{val}), {result['fit_seconds']:.1f} s "
+          f"on {result['device']}, {result['autocast']} autocast\n")
+    print(format_report(metrics))
+    print(f"\nmodel saved to {result['model_dir']}")
+
+
+def cmd_finetune(args) -> dict:
+    from bertfeat.commands import read_labelled
+
+    train, test, _, _ = read_labelled(args)
+    result = train_and_save(args, args.method, train, test, args.out, not args.quiet)
+    if not args.json:
+        print_report(result, result)
+    return result
