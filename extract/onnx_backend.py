@@ -5,9 +5,11 @@ The export (for int8, its quantized copy) is made once and kept under the cache 
     <cache root>/models/<key>/model.onnx       the graph: every hidden state, or only the last one
     <cache root>/models/<key>/tokenizer.json   the Rust tokenizer, so a cache hit needs no transformers import
     <cache root>/models/<key>/meta.json        the export settings, pad id, inputs, position limit
+    <cache root>/models/<key>/manifest.json    size and sha256 of the three files above; written last
 
-``<key>`` hashes the weights' identity, the precision and the export settings. The folder is built under
-a temp name and renamed into place, so a killed export leaves nothing that gets used.
+``<key>`` hashes the model's identity, the precision and the export settings. The folder is built under
+a temp name and renamed into place, and every load checks it against its manifest (``cache.exports``):
+a killed, truncated or edited export is moved aside to the quarantine and exported again, never run.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from bertfeat.cache import exports
 from bertfeat.cache.store import storage_error
 from bertfeat.errors import BertfeatError
 from bertfeat.extract import model as model_io
@@ -47,13 +50,17 @@ def export_settings(model_dir: str, precision: str, all_hidden: bool) -> dict:
 
 
 def export_folder(model_dir: str, precision: str, all_hidden: bool, cache_root: str) -> str:
-    """The folder holding this model's export for ``precision``; exports (seconds for small models) on a miss."""
+    """The folder holding this model's export for ``precision``, checked against its manifest; exports
+    (seconds for small models) on a miss, and again in place of a damaged one."""
     settings = export_settings(model_dir, precision, all_hidden)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
-    models = os.path.join(cache_root, "models")
+    models = os.path.join(cache_root, exports.MODELS)
     folder = os.path.join(models, key)
-    if os.path.isfile(os.path.join(folder, "meta.json")):
-        return folder
+    if os.path.lexists(folder):
+        problem = _problem(folder, settings)
+        if problem is None:
+            return folder
+        _set_aside(cache_root, folder, problem)
     log.info("exporting %s to ONNX (%s), once: %s", model_dir, precision, folder)
     try:
         os.makedirs(models, exist_ok=True)
@@ -65,20 +72,55 @@ def export_folder(model_dir: str, precision: str, all_hidden: bool, cache_root: 
         meta = _export(str(model_dir), precision, all_hidden, tmp)
         with open(os.path.join(tmp, "meta.json"), "w") as fh:
             json.dump({**settings, **meta, "model_dir": str(model_dir)}, fh, indent=2, sort_keys=True)
-        for name in os.listdir(tmp):  # on disk before the rename makes the folder visible
+        for name in os.listdir(tmp):  # on disk before the manifest vouches for them
             with open(os.path.join(tmp, name), "rb") as fh:
                 os.fsync(fh.fileno())
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not os.path.isfile(os.path.join(folder, "meta.json")):
-                raise
-            # Another process finished the same export first; its copy is as good as ours.
+        exports.write_manifest(tmp)  # last: without it the export is never used
+        for _ in range(2):
+            try:
+                os.replace(tmp, folder)
+                break
+            except OSError:
+                if not os.path.lexists(folder):
+                    raise
+            # Another process put an export there first: use it if it checks out, else set it aside.
+            problem = _problem(folder, settings)
+            if problem is None:
+                break
+            _set_aside(cache_root, folder, problem)
+        else:
+            raise BertfeatError(f"model export {folder}: exported twice and damaged each time by another "
+                                "process; check what else writes under this folder")
     except OSError as exc:
         raise storage_error(cache_root, exc, "write the model export") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder (gone after the rename)
     return folder
+
+
+def _problem(folder: str, settings: dict) -> str | None:
+    """What is wrong with the export in ``folder`` for ``settings``, or None: its files must match the
+    manifest, and its meta.json must hold the settings its key was made from."""
+    problem = exports.check_export(folder)
+    if problem is None:
+        try:
+            with open(os.path.join(folder, "meta.json"), encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except ValueError:
+            return "meta.json is not valid JSON"
+        wrong = sorted(k for k in settings if not isinstance(meta, dict) or meta.get(k) != settings[k])
+        if wrong:
+            problem = f"meta.json holds other settings ({', '.join(wrong)}) than its folder name says"
+    return problem
+
+
+def _set_aside(cache_root: str, folder: str, problem: str) -> None:
+    try:
+        moved = exports.set_aside(cache_root, folder, problem)
+    except OSError as exc:
+        raise storage_error(cache_root, exc, f"move the damaged model export {folder} aside") from None
+    if moved:
+        log.warning("model export %s: %s; moved to %s and exported again", folder, problem, moved)
 
 
 def _remove_stale_temps(models: str, min_age_seconds: float = 3600) -> None:

@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from bertfeat.cache import VectorStore, text_keys
 from bertfeat.extract import BertEncoder, embed
@@ -76,3 +77,68 @@ def test_cache_version_is_in_the_key_and_old_entries_are_not_served(tiny_bert, t
         assert embed([enc], texts, cache_dir=str(tmp_path), progress=False).n_embedded == 2
     assert enc.fingerprint() != old_fingerprint
     assert embed([enc], texts, cache_dir=str(tmp_path), progress=False).n_embedded == 2  # not served
+
+
+# -- ONNX exports under <root>/models: checked against their manifest, rebuilt when damaged --------------
+def _damage_export(folder, kind):
+    import json
+
+    if kind == "meta_value":  # one value, same size (only the checksum can tell): the old code filed wrong vectors
+        text = (folder / "meta.json").read_text()
+        limit = json.loads(text)["position_limit"]
+        edited = text.replace(f'"position_limit": {limit}', f'"position_limit": {4:<{len(str(limit))}}')
+        assert edited != text and len(edited) == len(text) and json.loads(edited)["position_limit"] == 4
+        (folder / "meta.json").write_text(edited)
+    elif kind == "truncated_onnx":
+        data = (folder / "model.onnx").read_bytes()
+        (folder / "model.onnx").write_bytes(data[:len(data) // 2])
+    elif kind == "missing_meta":  # as a killed or half-copied export leaves it
+        (folder / "meta.json").unlink()
+    else:
+        (folder / "manifest.json").unlink()
+
+
+@pytest.mark.parametrize("kind", ["meta_value", "truncated_onnx", "missing_meta", "missing_manifest"])
+def test_damaged_export_is_set_aside_and_rebuilt(tiny_bert, tmp_path, monkeypatch, caplog, kind):
+    from bertfeat.cache.exports import verify_exports
+    from bertfeat.extract import onnx_backend
+
+    root = tmp_path / "exports"
+    monkeypatch.setenv("BERTFEAT_MODELS", str(root))
+    enc = BertEncoder(model=tiny_bert, precision="int8", device="cpu")
+    texts = ["my card has not arrived yet", "how do I reset my password?", "refund please " * 3]
+    clean = embed([enc], texts, progress=False).vectors[0]
+    (folder,) = (root / "models").iterdir()
+    assert verify_exports(str(root)) == {"exports": 1, "damaged": []}
+    _damage_export(folder, kind)
+    damaged = verify_exports(str(root))["damaged"]
+    assert [d["key"] for d in damaged] == [folder.name] and damaged[0]["problem"]
+
+    onnx_backend.load_engine.cache_clear()  # as a new process would: only the copy on disk is left
+    again = embed([enc], texts, progress=False).vectors[0]
+    np.testing.assert_allclose(again, clean, atol=1e-6)  # from a fresh export, as good as the first
+    assert f"model export {folder}" in caplog.text and "exported again" in caplog.text
+    (aside,) = (root / "quarantine" / "models").iterdir()  # moved aside, not deleted
+    assert aside.name.startswith(folder.name) and (aside / "why.json").exists()
+    assert verify_exports(str(root)) == {"exports": 1, "damaged": []}
+
+
+def test_cache_verify_reports_a_damaged_export(tiny_bert, tmp_path, monkeypatch):
+    from conftest import run_cli
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BERTFEAT_MODELS", "")  # exports under the cache root, where `cache verify` looks
+    run_cli("embed", "--data", _csv(tmp_path), "--model", tiny_bert, "--precision", "int8", "--device", "cpu",
+            "--quiet", cache=cache, check=0)
+    (folder,) = (cache / "models").iterdir()
+    run_cli("cache", "verify", cache=cache, check=0)
+    _damage_export(folder, "meta_value")
+    proc = run_cli("cache", "verify", cache=cache, check=1)
+    assert f"model export {folder}: meta.json does not match its checksum" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _csv(tmp_path):
+    path = tmp_path / "texts.csv"
+    path.write_text("text\nmy card has not arrived yet\nrefund please\n")
+    return path
