@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import logging
 import numbers
@@ -65,7 +66,12 @@ def check_encoding(encoding: str) -> None:
                             "e.g. utf-8, latin-1 or cp1252") from None
 
 
-def _read_frame(path: str, encoding: str) -> pd.DataFrame:
+def _read_frames(path: str, encoding: str, rows: int | None = None):
+    """Yield the file as data frames of at most ``rows`` rows (None: the whole file as one frame).
+
+    The readers cut the batches themselves (pandas ``chunksize``, pyarrow ``iter_batches``), so only one batch
+    of a file is in memory at a time; a parse error is one line, whichever batch meets it.
+    """
     if not os.path.exists(path):
         raise BertfeatError(f"{path}: file not found; check the path")
     if os.path.isdir(path):
@@ -80,13 +86,20 @@ def _read_frame(path: str, encoding: str) -> pd.DataFrame:
         raise BertfeatError(f"{path}: file is empty; it needs a header row and at least one data row")
     try:
         if kind == "csv":  # RFC 4180: quoted fields may hold commas, quotes and newlines
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding)
-        if kind == "tsv":  # TSV has no quoting: a text that starts with `"` is just a text
-            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
-                               encoding=encoding, quoting=csv.QUOTE_NONE)
-        if kind == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False, encoding=encoding)
-        return _read_parquet(path)
+            frames = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding,
+                                 chunksize=rows)
+        elif kind == "tsv":  # TSV has no quoting: a text that starts with `"` is just a text
+            frames = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
+                                 encoding=encoding, quoting=csv.QUOTE_NONE, chunksize=rows)
+        elif kind == "jsonl":
+            frames = pd.read_json(path, lines=True, dtype=False, encoding=encoding, chunksize=rows)
+        else:
+            frames = _read_parquet(path, rows)
+        if rows is None:
+            yield frames
+            return
+        with contextlib.closing(frames):
+            yield from frames
     except UnicodeDecodeError:
         row = _bad_utf8_row(path, encoding)
         raise BertfeatError(
@@ -100,10 +113,13 @@ def _read_frame(path: str, encoding: str) -> pd.DataFrame:
         raise BertfeatError(f"{path}: could not parse as {kind}: {first}") from None
 
 
-def _read_parquet(path: str) -> pd.DataFrame:
+def _read_parquet(path: str, rows: int | None = None):
+    """The whole file as one frame (``rows`` None), else a generator of frames of ``rows`` rows."""
     import pyarrow.parquet as pq
 
-    return parquet_frame(pq.read_table(path))
+    if rows is None:
+        return parquet_frame(pq.read_table(path))
+    return (parquet_frame(batch) for batch in pq.ParquetFile(path).iter_batches(batch_size=rows))
 
 
 def parquet_frame(table) -> pd.DataFrame:
@@ -268,15 +284,35 @@ def read_table(
     label_optional : bool, default=False
         Read labels only if the file has ``label_col`` (for prediction files).
     """
+    return concat_tables(list(iter_tables(paths, text_col, label_col, pair_col, encoding, drop_empty,
+                                          label_optional, rows=None)))
+
+
+def iter_tables(paths: str | list[str], text_col: str = "text", label_col: str | None = "label",
+                pair_col: str | None = None, encoding: str = "utf-8", drop_empty: bool = False,
+                label_optional: bool = False, rows: int | None = 50_000):
+    """``read_table`` one batch of at most ``rows`` rows at a time (None: one Table per file), for corpora
+    larger than memory: the same checks, errors and file row numbers.
+
+    A batch is checked when it is read, so an error in a later batch comes after earlier batches were
+    yielded. A batch whose texts were all empty (``drop_empty``) is yielded with no texts.
+    """
     paths = [paths] if isinstance(paths, str) else list(paths)
     check_encoding(encoding)
-    parts = []
+    any_text = False
     for path in paths:
-        frame = _read_frame(path, encoding)
-        if len(frame) == 0:
+        first_row = 2  # 1-based, after the header
+        for frame in _read_frames(path, encoding, rows):
+            if len(frame):
+                table = frame_table(frame, path, text_col, label_col, pair_col, drop_empty, label_optional,
+                                    first_row)
+                first_row += len(frame)
+                any_text = any_text or bool(table.texts)
+                yield table
+        if first_row == 2:
             raise BertfeatError(f"{path}: has a header but no data rows")
-        parts.append(frame_table(frame, path, text_col, label_col, pair_col, drop_empty, label_optional))
-    return concat_tables(parts)
+    if not any_text:
+        raise BertfeatError(f"{', '.join(dict.fromkeys(paths))}: no non-empty texts to read")
 
 
 def check_labels(train: Table, test: Table | None = None) -> list[str]:

@@ -1,10 +1,18 @@
-"""texts -> (cache hit | encoder forward) -> vectors, for one or more encoders sharing a forward pass."""
+"""texts -> (cache hit | encoder forward) -> vectors, for one or more encoders sharing a forward pass.
+
+Memory stays flat on any corpus: the texts the cache lacks are tokenized, sorted and batched one
+window (``WINDOW_TEXTS`` unique texts) at a time, and each window's vectors are committed to the cache
+before the next window is tokenized. Windows are cut from every unique text in key order, whether cached
+or not, so a re-run after a kill sees the same windows, and in the window it was killed in, the same
+batches (committed texts are the longest ones, the first batches); its vectors are the same bytes.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +26,10 @@ log = logging.getLogger("bertfeat")
 # Texts per committed cache shard: small enough that a killed run loses little, large enough that
 # the shard count stays modest.
 SHARD_TEXTS = 2048
+# Unique texts tokenized and batched together. Tokens take ~4 KB (short text) to ~40 KB (256 tokens) per
+# text, so 50,000 bound a window to ~2 GB at worst, while one sort over many texts keeps the padding low
+# and the per-window cost (one tokenizer call, one short last shard) negligible.
+WINDOW_TEXTS = 50_000
 
 
 @dataclass
@@ -58,10 +70,10 @@ class Embedder:
     later ones: a text another writer stored meanwhile is embedded again, never served wrong."""
 
     def __init__(self, encoders: list, cache_dir: str | None = None, shard_size: int = SHARD_TEXTS,
-                 verify: bool = True):
+                 verify: bool = True, window: int = WINDOW_TEXTS):
         for enc in encoders:
             enc.validate()
-        self.encoders, self.cache_dir, self.shard_size = encoders, cache_dir, shard_size
+        self.encoders, self.cache_dir, self.shard_size, self.window = encoders, cache_dir, shard_size, window
         self.stores = [_store(cache_dir, enc.cache_settings(), verify) if cache_dir else None for enc in encoders]
         self._forward: Forward | None = None
 
@@ -75,8 +87,40 @@ class Embedder:
         """``load=False``: make sure every text is in the cache and count, without reading cached vectors
         back (``vectors`` is then None): for filling a cache, or a head that streams from it."""
         start = time.perf_counter()
+        bar = _progress(0, progress)
+        done = self._embed(texts, pairs, load, bar)
+        bar.close()
+        done.seconds = time.perf_counter() - start
+        self._log_long(done)
+        return done
+
+    def fill(self, parts: Iterable[tuple[list[str], list[str] | None]], progress: bool = True) -> Embedded:
+        """Make sure every text of ``parts`` (``(texts, pairs)`` blocks, e.g. one window of rows read from
+        a file at a time) is in the cache, and count, as ``__call__(load=False)`` on all of them would.
+
+        Memory holds one part and its tokens, plus 20 bytes per text for the unique count. A text that
+        repeats one from an earlier part is a cache hit there, since that part was committed before.
+        """
+        start = time.perf_counter()
+        bar = _progress(None, progress)  # the total is unknown until the last part is read
+        seen, done = [], None
+        for texts, pairs in parts:
+            part = self._embed(texts, pairs, False, bar)
+            seen.append(np.unique(text_keys(texts, pairs)))
+            done = part if done is None else _add(done, part)
+        bar.close()
+        if done is None:
+            done = Embedded(None, [s.dim() if s else None for s in self.stores], 0, 0, 0, 0, 0, 0.0)
+        done.n_unique = len(np.unique(np.concatenate(seen))) if seen else 0
+        done.n_cached = done.n_unique - done.n_embedded
+        done.seconds = time.perf_counter() - start
+        self._log_long(done)
+        return done
+
+    def _embed(self, texts: list[str], pairs: list[str] | None, load: bool, bar) -> Embedded:
         keys = text_keys(texts, pairs)
         uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        del keys
         n_unique = len(uniq_keys)
         results: list[np.ndarray | None] = [None] * len(self.encoders)
         dims: list[int | None] = [store.dim() if store and not load else None for store in self.stores]
@@ -93,60 +137,91 @@ class Embedder:
                 results[i][found] = vecs
             need |= ~found
         todo = np.flatnonzero(need)
+        if bar.total is not None:
+            bar.total += len(todo)
+            bar.refresh()
         n_truncated, n_windowed, device, precision = 0, 0, None, None
+        out = _Sink(results if load else None, self.stores, found_masks, uniq_keys, n_unique)
+        for lo in range(0, n_unique, self.window):
+            part = todo[np.searchsorted(todo, lo):np.searchsorted(todo, lo + self.window)]
+            if len(part):
+                truncated, windowed, widths = self._embed_window(part, texts, pairs, first, out, bar)
+                n_truncated, n_windowed = n_truncated + truncated, n_windowed + windowed
+                dims = [d or w for d, w in zip(dims, widths)]
         if len(todo):
-            forward = self.forward()
-            device, precision = forward.device, forward.precision
-            u_texts = [texts[first[j]] for j in todo]
-            u_pairs = [pairs[first[j]] for j in todo] if pairs is not None else None
-            tok = batching.tokenize(forward.backend, u_texts, u_pairs, windows=forward.windows)
-            n_truncated, n_windowed = tok.n_truncated, tok.n_windowed
-            if n_truncated:
-                log.warning("%d of %d texts were longer than %d tokens and were truncated",
-                            n_truncated, len(todo), forward.max_length)
-            if n_windowed:
-                log.info("%d of %d texts were longer than %d tokens: embedded as %d overlapping windows",
-                         n_windowed, len(todo), forward.max_length, len(tok.ids) - len(todo) + n_windowed)
-            batches = batching.plan_batches(tok.lengths, forward.max_tokens, forward.max_texts)
-            merger = batching.WindowMerger(tok.owner, [normalize for _, _, normalize in forward.views])
-            bar = _progress(len(todo), progress)
-            pending: list[tuple[np.ndarray, list[np.ndarray]]] = []
-            for b, (batch, outs) in enumerate(forward.map(tok, batches)):
-                finished, outs = merger.add(batch, outs)
-                pending.append((todo[finished], outs))
-                bar.update(len(finished))
-                if sum(len(p[0]) for p in pending) >= self.shard_size or b == len(batches) - 1:
-                    _commit(pending, results if load else None, self.stores, found_masks, uniq_keys, n_unique)
-                    pending = []
-            bar.close()
-            dims = [d or int(out.shape[1]) for d, out in zip(dims, outs)]
+            device, precision = self._forward.device, self._forward.precision
         if load:
             dims = [int(r.shape[1]) if r is not None else None for r in results]
             vectors = [r[inverse] if r is not None else np.empty((0, 0), np.float32) for r in results]
         return Embedded(vectors if load else None, dims, len(texts), n_unique, n_unique - len(todo), len(todo),
-                        n_truncated, time.perf_counter() - start, device, n_windowed, precision)
+                        n_truncated, 0.0, device, n_windowed, precision)
+
+    def _embed_window(self, todo: np.ndarray, texts, pairs, first, out: "_Sink", bar) -> tuple[int, int, list[int]]:
+        """Tokenize, sort, batch and embed the unique texts ``todo`` (positions among the unique keys), and
+        commit their vectors shard by shard; returns (truncated, windowed, vector widths)."""
+        forward = self.forward()
+        u_texts = [texts[first[j]] for j in todo]
+        u_pairs = [pairs[first[j]] for j in todo] if pairs is not None else None
+        tok = batching.tokenize(forward.backend, u_texts, u_pairs, windows=forward.windows)
+        del u_texts, u_pairs
+        batches = batching.plan_batches(tok.lengths, forward.max_tokens, forward.max_texts)
+        merger = batching.WindowMerger(tok.owner, [normalize for _, _, normalize in forward.views])
+        pending: list[tuple[np.ndarray, list[np.ndarray]]] = []
+        for b, (batch, outs) in enumerate(forward.map(tok, batches)):
+            finished, outs = merger.add(batch, outs)
+            pending.append((todo[finished], outs))
+            bar.update(len(finished))
+            if sum(len(p[0]) for p in pending) >= self.shard_size or b == len(batches) - 1:
+                out.commit(pending)
+                pending = []
+        return tok.n_truncated, tok.n_windowed, [int(o.shape[1]) for o in outs]
+
+    def _log_long(self, done: Embedded) -> None:
+        if done.n_truncated:
+            log.warning("%d of %d texts were longer than %d tokens and were truncated",
+                        done.n_truncated, done.n_embedded, self._forward.max_length)
+        if done.n_windowed:
+            log.info("%d of %d texts were longer than %d tokens: embedded as overlapping windows",
+                     done.n_windowed, done.n_embedded, self._forward.max_length)
 
 
-def _commit(pending, results, stores, found_masks, uniq_keys, n_unique) -> None:
-    """Place one shard's vectors in the results and store them for the encoders that lacked them."""
-    positions = np.concatenate([p[0] for p in pending])
-    for i, store in enumerate(stores):
-        block = np.concatenate([p[1][i] for p in pending])
-        if results is not None:  # None: the caller keeps nothing in memory (load=False)
-            if results[i] is None:
-                results[i] = np.empty((n_unique, block.shape[1]), dtype=np.float32)
-            results[i][positions] = block
-        if store is not None:
-            missing = ~found_masks[i][positions]
-            if missing.any():
-                store.put(uniq_keys[positions[missing]], block[missing])
+@dataclass
+class _Sink:
+    """Where finished vectors go: the results in memory (None: load=False) and the stores that lack them."""
+
+    results: list[np.ndarray | None] | None
+    stores: list[VectorStore | None]
+    found_masks: list[np.ndarray]
+    uniq_keys: np.ndarray
+    n_unique: int
+
+    def commit(self, pending: list[tuple[np.ndarray, list[np.ndarray]]]) -> None:
+        """Place one shard's vectors in the results and store them for the encoders that lacked them."""
+        positions = np.concatenate([p[0] for p in pending])
+        for i, store in enumerate(self.stores):
+            block = np.concatenate([p[1][i] for p in pending])
+            if self.results is not None:
+                if self.results[i] is None:
+                    self.results[i] = np.empty((self.n_unique, block.shape[1]), dtype=np.float32)
+                self.results[i][positions] = block
+            if store is not None:
+                missing = ~self.found_masks[i][positions]
+                if missing.any():
+                    store.put(self.uniq_keys[positions[missing]], block[missing])
+
+
+def _add(a: Embedded, b: Embedded) -> Embedded:
+    """The counts of two parts of one run (``n_unique`` and ``n_cached`` are the caller's to set)."""
+    return Embedded(None, [x or y for x, y in zip(a.dims, b.dims)], a.n_texts + b.n_texts, 0, 0,
+                    a.n_embedded + b.n_embedded, a.n_truncated + b.n_truncated, 0.0, a.device or b.device,
+                    a.n_windowed + b.n_windowed, a.precision or b.precision)
 
 
 def _store(cache_dir: str, settings: dict, verify: bool) -> VectorStore:
     return VectorStore(cache_dir, fingerprint_of(settings), settings, verify=verify)
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int | None, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="embedding", unit="text", file=sys.stderr, disable=not enabled,

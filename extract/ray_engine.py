@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from bertfeat.errors import BertfeatError
-from bertfeat.extract.data import read_table
+from bertfeat.extract.data import iter_tables
 from sklearn.base import clone
 
 from bertfeat.extract.encoder import BertEncoder
@@ -30,15 +30,22 @@ from bertfeat.extract.pipeline import SHARD_TEXTS, Embedder
 # little. A GPU embeds ~20x faster than a CPU core, so its blocks are larger.
 BLOCK_TEXTS = {"cpu": 1024, "gpu": 16384}
 COUNTS = ("n_texts", "n_unique", "n_cached", "n_embedded", "n_truncated", "n_windowed")
+# Rows a reader task holds at once: a file of any size streams out in blocks of this many rows.
+READ_ROWS = 10_000
 
 
-def _read_file(batch: dict, text_col: str, pair_col: str | None, encoding: str, drop_empty: bool) -> dict:
-    """A Ray Data task: one input file -> its texts, checked by the same reader as the local engine."""
-    table = read_table(str(batch["path"][0]), text_col, None, pair_col, encoding, drop_empty)
-    out = {"text": np.array(table.texts, dtype=object)}
-    if pair_col:
-        out["pair"] = np.array(table.pairs, dtype=object)
-    return out
+def _read_file(batch: dict, text_col: str, pair_col: str | None, encoding: str, drop_empty: bool):
+    """A Ray Data task: one input file -> its texts, block by block, checked by the same reader as the local
+    engine. A generator, so Ray Data streams each block on to the encoders as it is read: the reader holds
+    READ_ROWS rows, never the whole file (reading outpaces embedding by far, so one reader per file is
+    enough)."""
+    for table in iter_tables(str(batch["path"][0]), text_col, None, pair_col, encoding, drop_empty,
+                             rows=READ_ROWS):
+        if table.texts:
+            out = {"text": np.array(table.texts, dtype=object)}
+            if pair_col:
+                out["pair"] = np.array(table.pairs, dtype=object)
+            yield out
 
 
 class EncoderWorker:

@@ -274,3 +274,48 @@ def test_fingerprint_covers_tokenizer_and_config_files(tiny_bert, tmp_path, edit
 def test_missing_model_folder_is_a_user_error(tmp_path):
     with pytest.raises(BertfeatError, match="no config.json"):
         BertEncoder(model=str(tmp_path)).fingerprint()
+
+
+# -- corpora larger than memory: batched reading, windowed embedding -------------------------------
+@pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl", "parquet"])
+def test_iter_tables_reads_in_batches_with_the_file_row_numbers(tmp_path, ext):
+    from bertfeat.extract.data import iter_tables
+
+    frame = pd.DataFrame({"text": [f"text {i}" if i != 7 else "" for i in range(10)], "label": ["a", "b"] * 5})
+    path = str(tmp_path / f"d.{ext}")
+    {"csv": lambda: frame.to_csv(path, index=False), "tsv": lambda: frame.to_csv(path, sep="\t", index=False),
+     "jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     "parquet": lambda: frame.to_parquet(path)}[ext]()
+    parts = list(iter_tables(path, rows=3, drop_empty=True))
+    assert [len(p.rows) for p in parts] == [3, 3, 2, 1]  # row 9 (the empty text) skipped in the third batch
+    whole = read_table(path, drop_empty=True)
+    assert [t for p in parts for t in p.texts] == whole.texts and [r for p in parts for r in p.rows] == whole.rows
+    assert whole.rows == [2, 3, 4, 5, 6, 7, 8, 10, 11]
+    with pytest.raises(BertfeatError, match=r"1 empty text.s. in column 'text' at row.s. 9;"):
+        list(iter_tables(path, rows=3))
+
+
+def test_embedder_tokenizes_one_window_at_a_time_and_commits_it_before_the_next(tmp_path, monkeypatch):
+    from bertfeat.extract import batching
+    from bertfeat.extract.pipeline import Embedder
+
+    from conftest import DEMO_TRAIN
+
+    texts = list(dict.fromkeys(read_table(DEMO_TRAIN).texts))[:250]
+    cache = tmp_path / "cache"
+
+    def committed_rows():
+        return sum(json.loads(p.read_text())["rows"] for p in cache.glob("*/*.json") if p.name != "encoder.json")
+
+    sizes, tokenize = [], batching.tokenize
+    monkeypatch.setattr(batching, "tokenize", lambda backend, t, *a, **k: (sizes.append((len(t), committed_rows())),
+                                                                          tokenize(backend, t, *a, **k))[1])
+    encoder = BertEncoder(precision="fp32")  # bf16 vectors move by ~1e-3 with their batch
+    windowed = Embedder([encoder], str(cache), window=100)(texts, progress=False)
+    # 250 unique texts in windows of 100 by key: each window's vectors are stored before the next is tokenized
+    assert sizes == [(100, 0), (100, 100), (50, 200)]
+    whole = Embedder([encoder], None)(texts, progress=False)
+    np.testing.assert_allclose(windowed.vectors[0], whole.vectors[0], atol=1e-5)  # other batches, same vectors
+    again = Embedder([encoder], str(cache), window=100)(texts, progress=False)
+    assert (windowed.n_embedded, again.n_cached) == (250, 250)
+    assert again.vectors[0].tobytes() == windowed.vectors[0].tobytes()

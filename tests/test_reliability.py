@@ -24,7 +24,7 @@ def _slice(tmp_path, name, start, stop, source=None):
 
 def _committed(cache):
     """Commit records of vector shards (model exports under models/ are not shards)."""
-    return [n for root, _, files in os.walk(cache) for n in files
+    return [os.path.join(root, n) for root, _, files in os.walk(cache) for n in files
             if n.endswith(".json") and n != "encoder.json" and "models" not in os.path.relpath(root, cache).split(os.sep)]
 
 
@@ -264,3 +264,36 @@ def test_cache_info_lists_model_exports_and_prune_all_removes_them(tmp_path, mon
     assert exports[0]["precision"] == "int8" and exports[0]["bytes"] > 1_000_000
     run_json("cache", "prune", "--all", cache=cache)
     assert run_json("cache", "info", cache=cache) == {"cache_dir": str(cache.resolve()), "entries": [], "exports": []}
+
+
+def _committed_rows(cache):
+    import json
+
+    def rows(path):
+        with open(path) as fh:
+            return json.load(fh)["rows"]
+
+    return sum(map(rows, _committed(cache)))
+
+
+def test_sigkill_in_a_later_window_keeps_the_earlier_windows_and_resumes_to_the_same_bytes(tmp_path):
+    # 1,200 rows read and embedded 300 at a time (--window): killed in the second window or later, the
+    # re-run embeds only what was not committed, and gives the bytes an uninterrupted run gives.
+    data = _slice(tmp_path, "d.csv", 0, 1200)
+    flags = ["--window", "300", "--shard-size", "100"]
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BERTFEAT_CACHE": str(killed)}
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", str(data), *flags,
+                             "--quiet"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while _committed_rows(killed) < 400 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _committed_rows(killed)
+    assert 400 <= done_before < 1200, proc.stderr.read()[-2000:]
+    resumed = run_json("embed", "--data", data, *flags, cache=killed)
+    assert resumed["n_cached"] >= done_before and resumed["n_embedded"] == 1200 - resumed["n_cached"]
+    assert resumed["n_unique"] == 1200
+    run_json("embed", "--data", data, *flags, cache=clean)
+    assert _stored_vectors(data, killed).tobytes() == _stored_vectors(data, clean).tobytes()
