@@ -263,7 +263,8 @@ def test_cache_info_lists_model_exports_and_prune_all_removes_them(tmp_path, mon
     exports = run_json("cache", "info", cache=cache)["exports"]
     assert exports[0]["precision"] == "int8" and exports[0]["bytes"] > 1_000_000
     run_json("cache", "prune", "--all", cache=cache)
-    assert run_json("cache", "info", cache=cache) == {"cache_dir": str(cache.resolve()), "entries": [], "exports": []}
+    assert run_json("cache", "info", cache=cache) == {"cache_dir": str(cache.resolve()), "entries": [], "exports": [],
+                                                   "quarantined": []}
 
 
 def _committed_rows(cache):
