@@ -96,3 +96,13 @@ def test_ray_cluster_needs_a_shared_cache_dir(tmp_path):
 
     proc = run_cli("embed", "--data", DEMO_TRAIN, "--engine", "ray", "--address", "auto", check=2)
     assert "pass --cache-dir on storage every node can write" in proc.stderr
+
+
+def test_a_reader_task_streams_its_file_in_blocks(tmp_path, monkeypatch):
+    from bertfeat.extract import ray_engine, read_table
+
+    data = generated_rows(tmp_path / "corpus.csv", 0, 2500)
+    monkeypatch.setattr(ray_engine, "READ_ROWS", 1000)
+    blocks = list(ray_engine._read_file({"path": np.array([data])}, "text", None, "utf-8", False))
+    assert [len(b["text"]) for b in blocks] == [1000, 1000, 500]  # never the whole file at once
+    assert [t for b in blocks for t in b["text"]] == read_table(data, label_col=None).texts
