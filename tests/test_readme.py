@@ -2,14 +2,27 @@
 import os
 import re
 
+import numpy as np
+
 from conftest import ROOT
 
 
-def test_readme_python_blocks_run(tmp_path, monkeypatch):
+def test_readme_python_blocks_run(tmp_path, monkeypatch, demo_vectors):
+    from bertfeat.api import model_manifest
+    from bertfeat.classify import make_head, save_model_dir
+    from bertfeat.extract import BertEncoder
+
+    # The model folder the examples load ("runs/demo-logreg"): logreg on the demo data's vectors.
+    X_train, y_train, _, _ = demo_vectors
+    head = make_head("logreg").fit(X_train, np.asarray(y_train))
+    model = save_model_dir(str(tmp_path / "demo-logreg"), head,
+                           model_manifest([BertEncoder()], "logreg", "mean", head.classes_), {})
     text = open(os.path.join(ROOT, "README.md")).read()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "the README should show the library in Python"
     monkeypatch.chdir(tmp_path)
     for block in blocks:
-        exec(compile(block.replace("/tmp/vectors", str(tmp_path / "vectors")), "README.md", "exec"), {})
+        code = block.replace("/tmp/vectors", str(tmp_path / "vectors")).replace("runs/demo-logreg", model)
+        exec(compile(code, "README.md", "exec"), {})
     assert os.listdir(tmp_path / "vectors")
+    assert sorted(os.listdir(tmp_path / "vectors" / "copy-of-demo")) == ["head.npz", "manifest.json", "run.json"]
