@@ -287,3 +287,15 @@ def test_predict_uses_the_pair_of_a_pair_model(tmp_path):
     assert list(clf.predict(["email", "chat"], pairs=[b for _, b in rows])) == ["delivery", "account"]
     with pytest.raises(bertfeat.BertfeatError, match="trained on text pairs"):
         clf.predict(["email"])
+
+
+def test_predict_keeps_a_precision_asked_for_at_training_where_this_machine_runs_it():
+    from bertfeat.api import _default_precision
+
+    def trained(asked):
+        return {"precision": asked, "runtime": "torch", "device": "cuda", "precision_asked": asked}
+
+    assert _default_precision(trained("int8"), "cpu") == "int8"  # opt-in speed stays opted in
+    assert _default_precision(trained("fp32"), "cpu") == "fp32"
+    assert _default_precision(trained("fp16"), "cpu") == "auto"  # a GPU precision: the CPU's best instead
+    assert _default_precision(trained("auto"), "cpu") == "auto"
