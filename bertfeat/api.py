@@ -210,7 +210,9 @@ def load(path: str, trust_pickle: bool = False, precision: str | None = None, de
     clf = TextClassifier(head, manifest, device=device, batch_size=batch_size, cache_dir=cache_dir,
                          progress=progress, run=run, folder=os.path.abspath(path))
     clf.precision = precision or _default_precision(manifest["trained_with"], device)
-    _notice_precision(path, manifest["trained_with"], clf.encoders()[0])
+    encoder = clf.encoders()[0]
+    encoder.validate()  # a bad precision or batch size fails here, not on the first request
+    _notice_precision(path, manifest["trained_with"], encoder)
     return clf
 
 
@@ -234,8 +236,11 @@ def _default_precision(trained: dict, device: str) -> str:
     asked = trained.get("precision_asked", "auto")
     if asked == "auto":
         return "auto"
+    resolved = model_io.resolve_device(device)
+    if asked == "fp16" and resolved == "cpu":  # a GPU precision: a CPU emulates it, slower than fp32
+        return "auto"
     try:
-        model_io.runtime_for(asked, model_io.resolve_device(device))
+        model_io.runtime_for(asked, resolved)
     except BertfeatError:  # int8 on a GPU, say: the best this machine has instead
         return "auto"
     return asked
