@@ -30,7 +30,8 @@ EXAMPLES = {
   python cli.py cache prune --quarantine        # delete the damaged shards that runs moved aside""",
     "bench": """examples:
   python cli.py bench --train data/demo/train.csv --test data/demo/test.csv
-  python cli.py bench --train train.csv --test test.csv --heads logreg,svm --poolings mean,mean+max
+  python cli.py bench --train train.csv --test test.csv --heads logreg,svm --features mean,mean+max
+  python cli.py bench --train train.csv --test test.csv --select macro_f1 --class-weight balanced
   python cli.py bench --train train.csv --test test.csv --samples-per-label 8 --n-experiments 10   # MTEB
   (features: a pooling, `+` to concatenate, `@layers` to choose layers: mean, mean+max, cls@-2, mean@-4:)""",
     "finetune": """examples:
@@ -87,8 +88,22 @@ def _encoder_flags() -> argparse.ArgumentParser:
     return p
 
 
+def _selection_flags(p, fit: bool) -> None:
+    what = "the head's grid setting" if fit else "the best view x head"
+    p.add_argument("--select", default="accuracy" if not fit else None, choices=["accuracy", "macro_f1"],
+                   help=f"pick {what} by this cross-validated score"
+                        + (" (default: no search, the head's defaults)" if fit else " (default: %(default)s)"))
+    p.add_argument("--class-weight", default=None, choices=["balanced"],
+                   help="weigh every class equally: class weights where the head has them, else oversampling")
+    p.add_argument("--tune-threshold", action="store_true",
+                   help="binary tasks with --select macro_f1: the decision threshold that maximizes CV macro-F1, "
+                        "kept when its nested CV score beats 0.5's")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bertfeat.classify import HEADS
+    from bertfeat.classify.heads import default_heads
+    from bertfeat.classify.selection import DEFAULT_VIEWS
     from bertfeat.extract import DEFAULT_MODEL
     from bertfeat.extract.encoder import PRECISIONS
     from bertfeat.extract.finetune import METHODS as FINETUNE_METHODS
@@ -129,13 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="logreg", choices=sorted(HEADS), help="classifier head (default: %(default)s)")
     p.add_argument("--features", default=None,
                    help="feature view, overriding --pooling/--layers: e.g. mean+max (concatenated), cls@-2")
+    _selection_flags(p, fit=True)
 
     p = sub.add_parser("bench", parents=[enc, labelled], help="compare heads and feature views in one table",
                        epilog=EXAMPLES["bench"], formatter_class=fmt)
-    p.add_argument("--heads", default=None, help=f"comma-separated (default: all: {','.join(sorted(HEADS))})")
-    p.add_argument("--poolings", default=None, help="comma-separated feature views (default: --pooling)")
+    p.add_argument("--heads", default=None,
+                   help=f"comma-separated, every one on every view (default: {','.join(default_heads())} chosen "
+                        f"by successive halving, and a soft vote; registered: {','.join(sorted(HEADS))})")
+    p.add_argument("--features", "--poolings", dest="features", default=None,
+                   help="comma-separated feature views (default: " + ",".join(DEFAULT_VIEWS) + ", or the view "
+                        "--pooling/--layers name if changed); --poolings is the former name")
     p.add_argument("--cv", type=int, default=3, help="cross-validation folds on the training set (default: 3)")
-    p.add_argument("--no-tune", action="store_true", help="default hyper-parameters, no search")
+    p.add_argument("--no-tune", action="store_true", help="each head's default setting only, no grid")
+    p.add_argument("--budget", type=float, default=None, metavar="UNITS",
+                   help="default bench: cost units for the dearer heads (one unit ~ a logistic-regression fit "
+                        "on 10,000 x 384; default: 120 x sqrt(rows / 10,000)); what it skips is reported")
+    p.add_argument("--no-vote", dest="vote", action="store_false",
+                   help="no soft vote of the top candidates, single heads only")
+    _selection_flags(p, fit=False)
     p.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: one per core)")
     p.add_argument("--samples-per-label", type=int, default=0,
                    help="MTEB protocol: logistic regression on this many random samples per label")

@@ -211,12 +211,19 @@ def cmd_bench(args) -> dict:
     from bertfeat.classify.heads import head_info
     from bertfeat.classify.report import table, write_report
 
-    heads = _list_arg(args.heads, "--heads") if args.heads else sorted(HEADS)
+    from bertfeat.classify.heads import default_heads
+    from bertfeat.classify.selection import DEFAULT_VIEWS
+
+    halving = not args.heads and not args.features  # the default: views x heads by successive halving
+    heads = _list_arg(args.heads, "--heads") if args.heads else default_heads()
     for name in heads:
         head_info(name)  # an unknown head fails before any embedding work
     if args.cv < 2:
         raise BertfeatError(f"bad --cv {args.cv}; expected 2 or more folds")
-    specs = _list_arg(args.poolings, "--poolings") if args.poolings else [default_view(args)]
+    if args.features:
+        specs = _list_arg(args.features, "--features")
+    else:  # the candidate views, unless --pooling/--layers name another one
+        specs = list(DEFAULT_VIEWS) if default_view(args) == "mean" else [default_view(args)]
     if args.samples_per_label:
         specs = specs[:1]  # the MTEB protocol scores one view: embedding the others would be wasted
     train, test, texts, pairs = read_labelled(args)
@@ -240,24 +247,35 @@ def cmd_bench(args) -> dict:
                  r.accuracy, r.macro_f1, r.fit_seconds)
 
     t0 = time.perf_counter()
-    results, (best, best_head, best_metrics) = run_bench(split, train.labels, test.labels, heads, args.cv,
-                                                        not args.no_tune, args.seed, progress, args.jobs)
+    results, (best, best_head, best_metrics), selection = run_bench(
+        split, train.labels, test.labels, heads, args.cv, not args.no_tune, args.seed, progress, args.jobs,
+        select=args.select, class_weight=args.class_weight, halving=halving, budget=args.budget,
+        ensemble=args.vote, tune_threshold=args.tune_threshold)
     rows = [r.as_dict() for r in results]
     context = {"train": args.train, "test": args.test or f"{args.test_size:.0%} of train", "model": args.model,
                "n_train": n, "n_test": len(test.texts), "cv": args.cv, "tune": not args.no_tune,
+               "select": args.select, "class_weight": args.class_weight, "selection": selection,
                "bench_seconds": time.perf_counter() - t0, "embedding": emb.summary()}
     summary = {"metrics": {k: best_metrics[k] for k in ("accuracy", "macro_f1")}, "bench": rows,
                "n_train": n, "n_test": len(test.texts)}
+    if best.features not in views:  # a soft vote reads the union of its members' views
+        from bertfeat.extract import feature_encoders
+
+        views[best.features] = feature_encoders(best.features, base_encoder(args))
     model_dir = save_model(args, os.path.join(out, "best-model"), best_head, best.head, best.features,
                            views[best.features], emb, summary, "bench")
-    files = write_report(out, rows, best.as_dict(), best_metrics, context)
+    files = write_report(out, rows, best.as_dict(), best_metrics, context, best_head, split[best.features][1],
+                         test.labels)
     if not args.json:
         print(table(rows))
-        print(f"\nbest by {args.cv}-fold CV: {best.head} on {best.features} (cv {best.cv_score:.4f}, "
-              f"test accuracy {best.accuracy:.4f}); model saved to {model_dir}")
+        for s in selection["skipped"]:
+            print(f"skipped {s['head']} on {s['features']}: {s['why']}")
+        print(f"\nbest by {args.cv}-fold CV {args.select}: {best.head} on {best.features} (cv {best.cv_score:.4f}, "
+              f"test accuracy {best.accuracy:.4f}, ECE {best.ece_raw:.4f} -> {best.ece:.4f} calibrated); "
+              f"model saved to {model_dir}")
         print(f"report: {', '.join(files)}")
-    return {"results": rows, "best": best.as_dict(), "model_dir": model_dir, "out": os.path.abspath(out),
-            "seconds": round(context["bench_seconds"], 2), "embedding": emb.summary()}
+    return {"results": rows, "best": best.as_dict(), "selection": selection, "model_dir": model_dir,
+            "out": os.path.abspath(out), "seconds": round(context["bench_seconds"], 2), "embedding": emb.summary()}
 
 
 def _list_arg(value: str, flag: str) -> list[str]:

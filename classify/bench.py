@@ -1,31 +1,39 @@
-"""Every head on every feature view: tuned by cross-validation on the training set, scored once on the test set."""
+"""Heads on feature views, chosen by cross-validation on the training set, scored once on the test set."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 
-from bertfeat.classify.heads import head_info
+from bertfeat.classify.calibration import Calibrated, ece, fit_temperature, label_index, log_loss, scale
+from bertfeat.classify.calibration import threshold_offsets
+from bertfeat.classify.ensemble import Columns, SoftVote, column_ranges, greedy_weights, nested_predictions
+from bertfeat.classify.ensemble import union_view, view_parts, vote
 from bertfeat.classify.metrics import evaluate
-from bertfeat.classify.tuning import tune
+from bertfeat.classify.selection import Candidate, Runner, cv_score, grid_points, plan
 
 
 @dataclass
 class Result:
     head: str
     features: str
-    cv_score: float  # mean cross-validated accuracy on the training set: what `best` is chosen by
+    cv_score: float  # cross-validated --select score on the training set: what `best` is chosen by
     accuracy: float
     macro_f1: float
     macro_precision: float
     macro_recall: float
-    fit_seconds: float  # tuning and the final refit
+    log_loss: float  # test set, calibrated probabilities (the ones the saved model gives)
+    ece: float  # expected calibration error (15 bins), calibrated
+    log_loss_raw: float  # the same before temperature scaling
+    ece_raw: float
+    temperature: float  # fitted on out-of-fold probabilities of the training set
+    fit_seconds: float  # cross-validation folds and the final refit
     predict_seconds: float  # the whole test set
     predict_ms_per_1k: float
     params: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)  # binary tasks: average_precision, roc_auc
+    extra: dict = field(default_factory=dict)  # cv accuracy / macro-F1; binary: average_precision, roc_auc
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -33,22 +41,171 @@ class Result:
         return out
 
 
-def run_one(name: str, features: str, X_train, y_train, X_test, y_test, cv: int, do_tune: bool, seed: int):
-    """Tune (or cross-validate the defaults of) one head on one view, refit on all training data, score."""
+TOP = 6  # candidates (best CV first) the soft vote may draw on
+
+
+def run_bench(views: dict, y_train, y_test, heads: list[str], cv: int = 3, do_tune: bool = True, seed: int = 0,
+              on_result=None, n_jobs: int | None = None, select: str = "accuracy", class_weight: str | None = None,
+              halving: bool = False, budget: float | None = None, ensemble: bool = True,
+              tune_threshold: bool = False):
+    """``views``: name -> (X_train, X_test). Returns (rows sorted by CV, (best, head, metrics), info).
+
+    Without ``halving`` every head runs at every grid point on every view; with it, candidates go
+    through ``selection.plan``'s two rounds. ``best`` is the highest *cross-validated* ``select`` score
+    (a soft vote of the top candidates competes with its nested CV score), so its test figures are an
+    honest estimate. ``info``: what was skipped and why, the vote's weights, the threshold.
+    """
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    classes = np.unique(y_train)
+    runner = Runner(views, y_train, classes, cv, seed, n_jobs, class_weight)
+    dims = {v: X.shape[1] for v, (X, _) in views.items()}
+    skipped = []
+    if halving:
+        first, _ = plan(list(views), heads, len(y_train), dims, do_tune, budget)
+        runner.cross_validate(first)
+        screen = {v: max(s.cv[select] for s in runner.scored.values() if s.candidate.features == v) for v in views}
+        second, skipped = plan(list(views), heads, len(y_train), dims, do_tune, budget, screen)
+        runner.cross_validate(second)
+    else:
+        runner.cross_validate([Candidate(h, v, p) for v in views for h in heads for p in grid_points(h, do_tune)])
+    ranked = runner.ranked(select)
+    rows = _best_per_head_view(ranked)
+    vote_plan = _plan_vote(runner, ranked, select) if ensemble else None
+    members = [m for m in (vote_plan["members"] if vote_plan else []) if m not in rows]
+    fitted = dict(zip(rows + members, runner.refit(rows + members)))
+    results = [_result(runner.scored[c], fitted[c], y_test, classes, select) for c in rows]
+    best_cand, best_score = rows[0], runner.scored[rows[0]].cv[select]
+    info = {"skipped": [{"head": c.head, "features": c.features, "params": _plain(dict(c.params)), "why": why}
+                        for c, why in skipped], "candidates": len(runner.scored)}
+    best = None
+    if vote_plan and vote_plan["score"][select] > best_score:
+        best = _vote_result(runner, vote_plan, fitted, views, y_test, classes, select)
+        results.append(best[0])
+        info["vote"] = {"weights": [[c.head, c.features, _plain(dict(c.params)), w]
+                                    for c, w in zip(vote_plan["members"], vote_plan["weights"])],
+                        "nested_cv": vote_plan["score"]}
+    elif vote_plan:
+        info["vote_rejected"] = {"nested_cv": vote_plan["score"], "best_single_cv": runner.scored[best_cand].cv}
+    if best is None:
+        s = runner.scored[best_cand]
+        head = Calibrated.from_fitted(fitted[best_cand][0], s.temperature)
+        best = (results[0], head, s.oof, s.temperature)
+    result, head, oof, temperature = best
+    if tune_threshold and len(classes) == 2 and select == "macro_f1":
+        head, result, info["threshold"] = _tuned_threshold(runner, head, result, scale(oof, temperature), views,
+                                                            y_test, classes)
+    metrics = evaluate(y_test, head.predict(views[result.features][1]))
+    for r in results:
+        if on_result:
+            on_result(r)
+    results.sort(key=lambda r: (-r.cv_score, r.head != result.head or r.features != result.features))
+    return results, (result, head, metrics), info
+
+
+def _best_per_head_view(ranked) -> list:
+    """The best grid point of each (head, view), in CV order: the table's rows."""
+    seen, rows = set(), []
+    for s in ranked:
+        if (s.candidate.head, s.candidate.features) not in seen:
+            seen.add((s.candidate.head, s.candidate.features))
+            rows.append(s.candidate)
+    return rows
+
+
+def _plan_vote(runner, ranked, select):
+    """Greedy soft vote over the top candidates' calibrated OOF probabilities, scored nested."""
+    pool = [s for s in ranked[:TOP]]
+    if len(pool) < 2:
+        return None
+    probas = [runner.calibrated_oof(s) for s in pool]
+    weights = greedy_weights(probas, runner.y_idx)
+    if np.count_nonzero(weights) < 2:
+        return None
+    pred, _ = nested_predictions(probas, runner.y_idx, runner.folds)
+    used = [i for i, w in enumerate(weights) if w]
+    oof = vote([probas[i] for i in used], weights[used])
+    return {"members": [pool[i].candidate for i in used], "weights": [float(weights[i]) for i in used],
+            "score": cv_score(runner.y_idx, pred, len(runner.classes)), "oof": oof}
+
+
+def _vote_result(runner, vote_plan, fitted, views, y_test, classes, select):
+    features = union_view([c.features for c in vote_plan["members"]])
+    dims = {}
+    for c in vote_plan["members"]:
+        for part, X in zip(view_parts(c.features), np.hsplit(views[c.features][0], len(view_parts(c.features)))):
+            dims[part] = X.shape[1]
+    estimators = []
+    for c in vote_plan["members"]:
+        member = Calibrated.from_fitted(fitted[c][0], runner.scored[c].temperature)
+        cols = Columns(column_ranges(c.features, features, dims)).fit(np.zeros((1, sum(dims.values()))))
+        estimators.append((f"{c.head}:{c.features}", Pipeline([("columns", cols), ("head", member)])))
+    head = SoftVote.from_fitted(estimators, vote_plan["weights"])
+    temperature = fit_temperature(vote_plan["oof"], runner.y_idx)
+    head = Calibrated.from_fitted(head, temperature)
+    if features not in views:  # the union of the members' views, for scoring the test set here
+        views[features] = tuple(np.hstack([_part(views, p, i) for p in view_parts(features)]) for i in (0, 1))
     t0 = time.perf_counter()
-    info = head_info(name)
-    head, params, cv_score = tune(info.make(seed), info.grid if do_tune else {}, X_train, y_train, cv, seed)
-    fit_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    proba = head.predict_proba(X_test)
+    proba_raw = head.estimator_.predict_proba(views[features][1])
     predict_seconds = time.perf_counter() - t0
-    pred = np.asarray(head.classes_)[proba.argmax(1)]
-    metrics = evaluate(y_test, pred)
-    extra = _binary_scores(head.classes_, proba, y_test)
-    result = Result(name, features, cv_score, metrics["accuracy"], metrics["macro_f1"], metrics["macro_precision"],
-                    metrics["macro_recall"], fit_seconds, predict_seconds,
-                    1000 * predict_seconds / max(len(y_test), 1) * 1000, _plain(params), extra)
-    return result, head, metrics
+    weights = {f"{c.head}:{c.features}": w for c, w in zip(vote_plan["members"], vote_plan["weights"])}
+    fit_seconds = sum(runner.scored[c].cv_seconds + fitted[c][2] for c in vote_plan["members"])
+    result = _score("vote", features, vote_plan["score"], proba_raw, temperature, y_test, classes, select,
+                    fit_seconds, predict_seconds, {"members": weights})
+    return result, head, vote_plan["oof"], 1.0
+
+
+def _part(views, part, i):
+    for spec, arrays in views.items():
+        parts = view_parts(spec)
+        if part in parts:
+            return np.hsplit(arrays[i], len(parts))[parts.index(part)]
+    raise KeyError(part)
+
+
+def _tuned_threshold(runner, head, result, oof, views, y_test, classes):
+    """Binary, --select macro_f1: the decision threshold on p(classes[1]) that maximizes CV macro-F1,
+    chosen on the calibrated OOF probabilities; kept only if its nested CV score beats 0.5's."""
+    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    y = runner.y_idx
+
+    def best_t(rows):
+        scores = [cv_score(y[rows], (oof[rows, 1] >= t).astype(int), 2)["macro_f1"] for t in grid]
+        return float(grid[int(np.argmax(scores))])
+
+    pred = np.empty(len(y), dtype=int)
+    for tr, te in runner.folds:
+        pred[te] = (oof[te, 1] >= best_t(tr)).astype(int)
+    nested = cv_score(y, pred, 2)
+    threshold = best_t(np.arange(len(y)))
+    info = {"threshold": threshold, "nested_cv": nested, "cv_at_0.5": result.extra.get("cv_macro_f1")}
+    if nested["macro_f1"] <= result.cv_score:
+        info["kept"] = False
+        return head, result, info
+    info["kept"] = True
+    tuned = Calibrated.from_fitted(head.estimator_, head.temperature_, threshold_offsets(threshold))
+    proba = tuned.predict_proba(views[result.features][1])
+    new = _score(result.head, result.features, nested, proba, 1.0, y_test, classes, "macro_f1",
+                 result.fit_seconds, result.predict_seconds, {**result.params, "threshold": threshold})
+    return tuned, new, info
+
+
+def _result(scored, fitted, y_test, classes, select) -> Result:
+    head, proba, fit_seconds, predict_seconds = fitted
+    return _score(scored.candidate.head, scored.candidate.features, scored.cv, proba, scored.temperature, y_test,
+                  classes, select, scored.cv_seconds + fit_seconds, predict_seconds, _plain(dict(scored.candidate.params)))
+
+
+def _score(head, features, cv, proba_raw, temperature, y_test, classes, select, fit_seconds, predict_seconds,
+           params) -> Result:
+    """Test metrics of raw test probabilities, before and after temperature scaling."""
+    proba = scale(proba_raw, temperature)
+    y_idx = label_index(classes, y_test)
+    metrics = evaluate(y_test, classes[proba.argmax(1)])
+    extra = {"cv_accuracy": cv["accuracy"], "cv_macro_f1": cv["macro_f1"], **_binary_scores(classes, proba, y_test)}
+    return Result(head, features, cv[select], metrics["accuracy"], metrics["macro_f1"], metrics["macro_precision"],
+                  metrics["macro_recall"], log_loss(proba, y_idx), ece(proba, y_idx), log_loss(proba_raw, y_idx),
+                  ece(proba_raw, y_idx), float(temperature), fit_seconds, predict_seconds,
+                  1000 * predict_seconds / max(len(y_test), 1) * 1000, params, extra)
 
 
 def _binary_scores(classes, proba, y_test) -> dict:
@@ -63,46 +220,6 @@ def _binary_scores(classes, proba, y_test) -> dict:
 
 def _plain(params: dict) -> dict:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
-
-
-def _run_single_threaded(*args):
-    # One job per core, each on one thread: kernel SVMs and small fits do not use a second core
-    # well, and two multi-threaded jobs on two cores would fight over them.
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        return run_one(*args)
-
-
-def run_bench(views: dict, y_train, y_test, heads: list[str], cv: int = 3, do_tune: bool = True, seed: int = 0,
-              on_result=None, n_jobs: int | None = None):
-    """``views``: name -> (X_train, X_test). Returns (results sorted by macro-F1, (best result, head, metrics)).
-
-    Jobs (head x view) run in ``n_jobs`` worker processes (default: one per core). ``best`` is the
-    highest *cross-validation* score, so its test figures are an honest estimate.
-    """
-    from joblib import Parallel, delayed
-
-    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
-    jobs = [(name, features, X_train, y_train, X_test, y_test, cv, do_tune, seed)
-            for features, (X_train, X_test) in views.items() for name in heads]
-    jobs.sort(key=lambda job: -head_info(job[0]).cost)  # dearest first (Head.cost)
-    n_jobs = min(n_jobs or os.cpu_count() or 1, len(jobs))
-    if n_jobs == 1:
-        outputs = (_run_single_threaded(*job) for job in jobs)
-    else:
-        outputs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(_run_single_threaded)(*job) for job in jobs)
-    results, best = [], None
-    for result, head, metrics in outputs:
-        results.append(result)
-        if on_result:
-            on_result(result)
-        key = (result.cv_score, -result.fit_seconds)
-        if best is None or key > (best[0].cv_score, -best[0].fit_seconds):
-            best = (result, head, metrics)
-    results.sort(key=lambda r: (-r.macro_f1, r.head, r.features))
-    return results, best
 
 
 def mteb_protocol(X_train, y_train, X_test, y_test, samples_per_label: int = 8, n_experiments: int = 10,

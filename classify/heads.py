@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -16,6 +17,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils.validation import check_is_fitted
 
 from bertfeat.errors import BertfeatError
 
@@ -184,28 +186,80 @@ class Head:
     """One registry entry: how to make the head, and what `bench` and `fit` need to know about it."""
 
     make: Callable[[int], object]  # seed -> a new, unfitted scikit-learn-compatible classifier
-    # bench's successive-halving grid (names as in the estimator: ``step__param`` in a Pipeline). Three
-    # candidates halve well (a third of the rows, then all of them for the winner); two would both need
-    # the full cross-validation. Empty: the defaults, cross-validated once.
+    # bench's grid (names as in the estimator: ``step__param`` in a Pipeline); every point is a candidate
+    # with its own cross-validation. Empty: the defaults only.
     grid: dict = field(default_factory=dict)
-    # Rough relative fit cost on a many-class task (BENCHMARKS.md): bench starts the dearest jobs first,
-    # so its workers finish together instead of one idling while the other runs a big job started last.
-    cost: int = 1
+    # Relative cost of one fit on 10,000 rows x 384 dims (Banking77's size; logreg = 1). bench starts the
+    # dearest jobs first, runs heads of cost <= 1 on every view and dearer ones only on the views that
+    # won, and predicts each fit's cost as cost x (rows / 10,000) ** scaling x (dims / 384).
+    cost: float = 1
+    scaling: float = 1  # fit cost grows as rows ** scaling (kernel and neighbour heads: 2)
     streaming: bool = False  # `fit` trains it from the cache shard by shard (partial_fit), not in memory
+    # Parameters set to "balanced" by --class-weight balanced; a head without any is fit on rows
+    # resampled to equal class counts instead (``Oversampled``).
+    class_weight: tuple = ()
+    default: bool = True  # in the default bench's candidates (BENCHMARKS.md: why each is in or out)
 
 
 # mlp and torch early-stop on a validation split of their own, vote's members are already tuned, and a
 # lgbm grid costs most (77 trees a round on Banking77): they keep their defaults.
 HEADS = {
-    "knn": Head(knn, {"n_neighbors": [5, 10, 25]}),
-    "lgbm": Head(lgbm, cost=7),
-    "logreg": Head(logreg, {"C": [1.0, 10.0, 100.0]}),
-    "mlp": Head(mlp, cost=2),
-    "sgd": Head(sgd, streaming=True),
-    "svm": Head(svm, {"softmaxsvc__C": [1.0, 3.0, 10.0]}, cost=4),
-    "torch": Head(torch),
-    "vote": Head(vote, cost=5),
+    "knn": Head(knn, cost=0.5, scaling=2, default=False),
+    "lgbm": Head(lgbm, cost=7, class_weight=("lgbmclassifier__class_weight",), default=False),
+    "logreg": Head(logreg, {"C": [1.0, 10.0, 100.0]}, class_weight=("class_weight",)),
+    "mlp": Head(mlp, cost=2, default=False),
+    "sgd": Head(sgd, streaming=True, class_weight=("class_weight",), default=False),
+    "svm": Head(svm, {"softmaxsvc__C": [1.0, 3.0, 10.0]}, cost=2, scaling=2,
+                class_weight=("softmaxsvc__class_weight",)),
+    "torch": Head(torch, default=False),
+    "vote": Head(vote, cost=5, scaling=2, class_weight=("logreg__class_weight", "svm__softmaxsvc__class_weight"),
+                 default=False),
 }
+
+
+class Oversampled(ClassifierMixin, BaseEstimator):
+    """``--class-weight balanced`` for a head without class weights: fit on the training rows resampled
+    (with replacement, seeded) so that every class has as many rows as the largest.
+
+    Parameters
+    ----------
+    estimator : classifier
+    random_state : int, default=0
+    """
+
+    def __init__(self, estimator=None, random_state=0):
+        self.estimator = estimator
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        from sklearn.base import clone
+
+        y = np.asarray(y)
+        rng = np.random.default_rng(self.random_state)
+        labels, counts = np.unique(y, return_counts=True)
+        rows = np.concatenate([np.concatenate([idx, rng.choice(idx, counts.max() - len(idx))])
+                               for idx in (np.flatnonzero(y == lab) for lab in labels)])
+        self.estimator_ = clone(self.estimator).fit(np.asarray(X)[rows], y[rows])
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(X)
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+def balanced(name: str, head, seed: int = 0):
+    """``head`` (registry ``name``) made to weigh every class equally: class weights where the head has
+    them (``Head.class_weight``), else ``Oversampled``."""
+    params = head_info(name).class_weight
+    return head.set_params(**{p: "balanced" for p in params}) if params else Oversampled(head, seed)
+
+
+def default_heads() -> list[str]:
+    return sorted(n for n, h in HEADS.items() if h.default)
 
 
 def make_head(name: str, seed: int = 0):

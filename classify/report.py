@@ -7,12 +7,19 @@ import numpy as np
 
 from bertfeat.cache import atomic_write, atomic_write_json
 
-COLUMNS = [("head", "{:<8}"), ("features", "{:<14}"), ("cv_score", "{:>9.4f}"), ("accuracy", "{:>9.4f}"),
-           ("macro_f1", "{:>9.4f}"), ("macro_precision", "{:>10.4f}"), ("macro_recall", "{:>10.4f}"),
+COLUMNS = [("head", "{:<8}"), ("features", "{:<22}"), ("cv_score", "{:>9.4f}"), ("accuracy", "{:>9.4f}"),
+           ("macro_f1", "{:>9.4f}"), ("log_loss", "{:>9.4f}"), ("ece_raw", "{:>8.4f}"), ("ece", "{:>8.4f}"),
            ("fit_seconds", "{:>8.1f}"), ("predict_ms_per_1k", "{:>9.1f}")]
-HEADERS = {"head": "head", "features": "features", "cv_score": "cv acc", "accuracy": "accuracy",
-           "macro_f1": "macro-F1", "macro_precision": "macro-P", "macro_recall": "macro-R", "fit_seconds": "fit s",
-           "predict_ms_per_1k": "ms/1k"}
+HEADERS = {"head": "head", "features": "features", "cv_score": "cv score", "accuracy": "accuracy",
+           "macro_f1": "macro-F1", "macro_precision": "macro-P", "macro_recall": "macro-R", "log_loss": "log loss",
+           "ece_raw": "ECE raw", "ece": "ECE cal", "fit_seconds": "fit s", "predict_ms_per_1k": "ms/1k"}
+
+
+def _cell(fmt: str, value) -> str:
+    """A formatted cell; a value a row lacks (a fine-tuned reference row has no CV) prints as '-'."""
+    if value is None:
+        return fmt.replace(".4f", "").replace(".1f", "").format("-")
+    return fmt.format(value)
 
 
 def _params_text(params: dict) -> str:
@@ -25,7 +32,7 @@ def table(results: list[dict]) -> str:
     head_line = "".join(fmt.replace(".4f", "").replace(".1f", "").format(HEADERS[c]) for c, fmt in COLUMNS)
     lines = [head_line + "  params"]
     for r in results:
-        lines.append("".join(fmt.format(r[c]) for c, fmt in COLUMNS) + "  " + _params_text(r["params"]))
+        lines.append("".join(_cell(fmt, r.get(c)) for c, fmt in COLUMNS) + "  " + _params_text(r["params"]))
     return "\n".join(lines)
 
 
@@ -33,27 +40,71 @@ def markdown(results: list[dict], best: dict, context: dict) -> str:
     cols = [c for c, _ in COLUMNS]
     out = [f"# bench: {context.get('train')} -> {context.get('test')}", "",
            f"Encoder `{context.get('model')}`; {context.get('n_train')} train / {context.get('n_test')} test texts; "
-           f"{context.get('cv')}-fold CV on the training set picks the best (tuned: {context.get('tune')}).", "",
+           f"{context.get('cv')}-fold CV on the training set picks the best by {context.get('select', 'accuracy')} "
+           f"(tuned: {context.get('tune')}). log loss and ECE (15 bins) on the test set: ECE raw before, ECE cal "
+           "after temperature scaling fit on out-of-fold probabilities.", "",
            "| " + " | ".join(HEADERS[c] for c in cols) + " | params |",
            "|" + "---|" * (len(cols) + 1)]
     for r in results:
-        cells = [f"{r[c]:.4f}" if isinstance(r[c], float) and c not in ("fit_seconds", "predict_ms_per_1k")
-                 else (f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c])) for c in cols]
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) and c not in ("fit_seconds", "predict_ms_per_1k")
+                 else (f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r.get(c, "-"))) for c in cols]
         out.append("| " + " | ".join(cells) + f" | {_params_text(r['params'])} |")
     out += ["", f"**Best by CV:** {best['head']} on {best['features']} — CV {best['cv_score']:.4f}, "
-                f"test accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}.", ""]
+                f"test accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}, ECE {best['ece_raw']:.4f} "
+                f"-> {best['ece']:.4f} calibrated.", ""]
+    selection = context.get("selection") or {}
+    for s in selection.get("skipped", []):
+        out.append(f"- skipped {s['head']} on {s['features']}: {s['why']}")
+    if "vote" in selection:
+        out.append(f"- soft vote weights: {selection['vote']['weights']}")
+    out.append("")
     return "\n".join(out)
 
 
-def write_report(out: str, results: list[dict], best: dict, best_metrics: dict, context: dict) -> list[str]:
-    """Write results.json, results.md, comparison.png and confusion.png under ``out``; returns the paths."""
+def write_report(out: str, results: list[dict], best: dict, best_metrics: dict, context: dict, head=None,
+                 X_test=None, y_test=None) -> list[str]:
+    """Write results.json, results.md, comparison.png, confusion.png and (given the best head and the test
+    set) reliability.png under ``out``; returns the paths."""
     os.makedirs(out, exist_ok=True)
     atomic_write_json(os.path.join(out, "results.json"), {"results": results, "best": best, "context": context})
     atomic_write(os.path.join(out, "results.md"), lambda fh: fh.write(markdown(results, best, context).encode()))
-    paths = [os.path.join(out, n) for n in ("results.json", "results.md", "comparison.png", "confusion.png")]
+    names = ["results.json", "results.md", "comparison.png", "confusion.png"]
+    paths = [os.path.join(out, n) for n in names]
     _comparison_plot(results, paths[2])
     _confusion_plot(best_metrics, f"{best['head']} on {best['features']}", paths[3])
+    if head is not None:
+        paths.append(os.path.join(out, "reliability.png"))
+        reliability_plot(head, X_test, y_test, f"{best['head']} on {best['features']}", paths[-1])
     return paths
+
+
+def reliability_plot(head, X_test, y_test, title: str, path: str) -> None:
+    """Reliability diagram of the head's test probabilities, before (its ``estimator_``, when it wraps one)
+    and after temperature scaling: accuracy against confidence per bin; the diagonal is perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bertfeat.classify.calibration import ece, label_index, reliability
+
+    y_idx = label_index(head.classes_, y_test)
+    curves = {"calibrated": head.predict_proba(X_test)}
+    if hasattr(head, "estimator_"):
+        curves = {"raw": head.estimator_.predict_proba(X_test), **curves}
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--")
+    for name, proba in curves.items():
+        rel = reliability(proba, y_idx)
+        ax.plot(rel["confidence"], rel["accuracy"], marker="o", label=f"{name}: ECE {ece(proba, y_idx):.4f}")
+    ax.set_xlabel("confidence (top class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax.set_title(f"reliability (15 bins), test set: {title}", fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
 
 
 def _save(fig, path: str) -> None:

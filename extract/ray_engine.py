@@ -6,6 +6,11 @@ Only counts come back to the driver: the cache is the result. A shard is committ
 durable, so a worker that dies mid-block loses at most that block's uncommitted part; Ray restarts the
 actor and retries the block, whose committed texts are then served from the cache. A re-run after a
 crash skips every committed text the same way.
+
+The driver verifies the cache once before any actor starts (damaged shards are quarantined, as a local run
+does), so actors trust the checksums. Retries are bounded: a block whose worker dies twice (a text that
+runs the node out of memory, a crash in a runtime) is not run a third time but ends the job with one line
+naming its file and rows; Ray Data's defaults would restart and retry it forever.
 """
 from __future__ import annotations
 
@@ -32,6 +37,11 @@ BLOCK_TEXTS = {"cpu": 1024, "gpu": 16384}
 COUNTS = ("n_texts", "n_unique", "n_cached", "n_embedded", "n_truncated", "n_windowed")
 # Rows a reader task holds at once: a file of any size streams out in blocks of this many rows.
 READ_ROWS = 10_000
+# Runs of one block whose worker died; the next run refuses it with a one-line error (a task runs at most
+# BLOCK_RUNS + 1 times). And restarts of one actor: a killed or preempted worker comes back, a crashing one
+# does not forever.
+BLOCK_RUNS = 2
+ACTOR_RESTARTS = 4
 
 
 def _read_file(batch: dict, text_col: str, pair_col: str | None, encoding: str, drop_empty: bool):
@@ -45,22 +55,68 @@ def _read_file(batch: dict, text_col: str, pair_col: str | None, encoding: str, 
             out = {"text": np.array(table.texts, dtype=object)}
             if pair_col:
                 out["pair"] = np.array(table.pairs, dtype=object)
+            # Where each text came from, so a block that fails can be named by file and rows.
+            out["path"] = np.full(len(table.texts), str(batch["path"][0]), dtype=object)
+            out["row"] = np.array(table.rows, dtype=np.int64)
             yield out
+
+
+def _where(batch: dict) -> str:
+    """The files and row ranges of a block of texts: 'a.csv rows 2-1025'."""
+    paths, rows = batch["path"], batch["row"]
+    parts = []
+    for path in dict.fromkeys(paths.tolist()):
+        mine = rows[paths == path]
+        parts.append(f"{path} rows {mine.min()}-{mine.max()}")
+    return ", ".join(parts)
+
+
+class BlockRuns:
+    """A Ray actor that counts how often each block was started and not finished: the only way to know a
+    block is being retried because its worker died, since the dead worker can no longer say."""
+
+    def __init__(self):
+        self.started: dict[str, int] = {}
+
+    def start(self, where: str) -> int:
+        self.started[where] = self.started.get(where, 0) + 1
+        return self.started[where]
+
+    def finish(self, where: str) -> None:
+        self.started.pop(where, None)  # a block retried with its task after it finished starts over
+
+    def failing(self) -> list[str]:
+        return [where for where, runs in self.started.items() if runs >= BLOCK_RUNS]
 
 
 class EncoderWorker:
     """A Ray actor: the model and the cache index are loaded once, then every block reuses them."""
 
-    def __init__(self, params: list[dict], cache_dir: str, shard_size: int, threads: int | None):
+    def __init__(self, params: list[dict], cache_dir: str, shard_size: int, threads: int | None, runs=None):
+        self.runs = runs  # a BlockRuns actor
         if threads:  # before any runtime starts its pool: one per core otherwise, in every actor (oversubscribed)
             os.environ["OMP_NUM_THREADS"] = str(threads)
-        # Actors only check which texts are stored (load=False) and never serve a vector, so hashing every
-        # shard in every actor would buy nothing: whoever reads the vectors later verifies them.
+        # The driver verified the cache before starting the actors (_verify_cache), and actors only check
+        # which texts are stored (load=False): hashing every shard again in every actor would buy nothing.
         self.embedder = Embedder([BertEncoder(**p) for p in params], cache_dir, shard_size, verify=False)
 
     def __call__(self, batch: dict) -> dict:
+        import ray
+
+        where = _where(batch)
+        runs = ray.get(self.runs.start.remote(where)) if self.runs is not None else 1
+        if runs > BLOCK_RUNS:  # an error, not a death: Ray Data does not retry it, the job ends here
+            raise BertfeatError(_died(where, runs - 1))
         pairs = [str(p) for p in batch["pair"]] if "pair" in batch else None
-        done = self.embedder([str(t) for t in batch["text"]], pairs, progress=False, load=False)
+        try:
+            done = self.embedder([str(t) for t in batch["text"]], pairs, progress=False, load=False)
+        except BertfeatError:
+            raise
+        except Exception as exc:  # a bug or a runtime's error on these texts: the same on every retry
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise BertfeatError(f"{where}: embedding failed ({type(exc).__name__}: {first})") from None
+        if self.runs is not None:
+            ray.get(self.runs.finish.remote(where))
         out = {name: np.array([getattr(done, name)]) for name in COUNTS}
         out["seconds"] = np.array([done.seconds])
         out["device"] = np.array([done.device or ""], dtype=object)
@@ -100,7 +156,11 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
             encoders = [clone(enc).set_params(device="cpu") for enc in encoders]
         if num_workers < 1 or block_texts < 1:
             raise BertfeatError("--num-workers and --block-size must be positive")
+        _verify_cache(encoders, cache_dir)
         context = ray.data.DataContext.get_current()
+        # An error a block raises ends the job at once (Ray Data's defaults, relied on here): it would recur.
+        context.actor_task_retry_on_errors = False
+        context.max_errored_blocks = 0
         context.enable_progress_bars = progress
         context.print_on_execution_start = progress
         if not progress:
@@ -116,13 +176,16 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
         texts_ds = files_ds.map_batches(_read_file, batch_size=1, num_cpus=0, fn_kwargs={
             "text_col": text_col, "pair_col": pair_col, "encoding": encoding, "drop_empty": drop_empty})
         # Ray Data restarts an actor that dies (killed, preempted, out of memory) and retries its block:
-        # the committed shards stay, so the retry embeds only what was not yet stored.
+        # the committed shards stay, so the retry embeds only what was not yet stored. Both are bounded
+        # (its defaults are unbounded: a block that kills its worker every time would loop forever).
+        runs = ray.remote(num_cpus=0)(BlockRuns).remote()
         counts_ds = texts_ds.map_batches(
             EncoderWorker, batch_size=block_texts, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=threads or 1,
-            num_gpus=gpus_per_worker or None,
+            num_gpus=gpus_per_worker or None, max_restarts=ACTOR_RESTARTS, max_task_retries=BLOCK_RUNS,
             fn_constructor_kwargs={"params": [enc.get_params() for enc in encoders], "threads": threads,
-                                   "cache_dir": os.path.abspath(cache_dir), "shard_size": shard_size})
+                                   "cache_dir": os.path.abspath(cache_dir), "shard_size": shard_size,
+                                   "runs": runs})
         totals = dict.fromkeys(COUNTS, 0)
         devices, precisions, busy = set(), set(), 0.0
         try:
@@ -137,12 +200,50 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
                 devices.add(row["device"])
                 precisions.add(row["precision"])
         except Exception as exc:  # Ray wraps what a task raised; a BertfeatError is shown as our one line
-            raise _unwrap(exc) from None
+            error = _unwrap(exc)
+            if not isinstance(error, BertfeatError):  # a worker died until Ray gave up: name the block if known
+                failing = _ask(ray, runs.failing.remote())
+                if failing:
+                    error = BertfeatError(_died(failing[0], BLOCK_RUNS))
+            raise error from None
         devices.discard("")
         precisions.discard("")
         return {**totals, "engine": "ray", "num_workers": num_workers, "gpus_per_worker": gpus_per_worker,
                 "files": len(files), "worker_seconds": round(busy, 3), "device": ",".join(sorted(devices)) or None,
                 "precision": ",".join(sorted(precisions)) or None}
+
+
+def _died(where: str, times: int) -> str:
+    return (f"{where}: the Ray worker embedding these rows died {times} times (out of memory, or a crash in "
+            "the model's runtime); embed them with --engine local to see the error, or lower --block-size")
+
+
+def _ask(ray, ref, timeout: float = 10.0):
+    try:
+        return ray.get(ref, timeout=timeout)
+    except Exception:  # noqa: BLE001 - only a better message was at stake
+        return None
+
+
+def _verify_cache(encoders: list[BertEncoder], cache_dir: str) -> None:
+    """Verify, here and once, every cache entry the actors may read (they trust its checksums): the entries
+    of these encoders' settings at any precision, since the driver may resolve ``auto`` otherwise than a
+    GPU actor. Damaged shards are quarantined and re-embedded, exactly as a local run does."""
+    from bertfeat.cache import VectorStore, text_keys
+    from bertfeat.cache.layout import entry_settings
+
+    def same(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k not in ("precision", "runtime")}
+
+    # Settings as the driver computes them (device cpu: it needs no GPU); precision and runtime are ignored.
+    wanted = [same(clone(enc).set_params(device="cpu").cache_settings()) for enc in encoders]
+    names = sorted(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else []
+    for name in names:
+        settings = entry_settings(cache_dir, name)
+        if settings is not None and same(settings) in wanted:
+            store = VectorStore(cache_dir, name, verify=True)
+            store.found(text_keys([]))  # loads the index: every shard checked, damaged ones quarantined
+            store.close()
 
 
 @contextlib.contextmanager

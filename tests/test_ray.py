@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,3 +107,70 @@ def test_a_reader_task_streams_its_file_in_blocks(tmp_path, monkeypatch):
     blocks = list(ray_engine._read_file({"path": np.array([data])}, "text", None, "utf-8", False))
     assert [len(b["text"]) for b in blocks] == [1000, 1000, 500]  # never the whole file at once
     assert [t for b in blocks for t in b["text"]] == read_table(data, label_col=None).texts
+
+
+_POISONED_RUN = """
+import os, sys, time
+import ray
+sys.path.insert(0, {root!r})
+ray.init(num_cpus=2, include_dashboard=False, runtime_env={{
+    "worker_process_setup_hook": "ray_hooks.install",
+    "env_vars": {{"PYTHONPATH": {tests!r} + os.pathsep + {root!r}, "BERTFEAT_TEST_POISON": "poison text"}}}})
+from bertfeat.errors import BertfeatError
+from bertfeat.extract import BertEncoder
+from bertfeat.extract.ray_engine import embed_on_ray
+
+start = time.time()
+try:
+    embed_on_ray([BertEncoder(model={model!r}, device="cpu", precision="fp32")], [{data!r}], {cache!r},
+                 num_workers=2, block_texts=50, progress=False)
+except BertfeatError as exc:
+    print("error:", exc, flush=True)
+    print("seconds:", round(time.time() - start), flush=True)
+    sys.exit(2)
+"""
+
+
+def test_a_block_whose_worker_dies_every_time_ends_in_one_line(tmp_path, tiny_bert):
+    """A text that kills its worker every time (as one huge text running a node out of memory would):
+    the job ends with one line naming the file and rows, instead of Ray restarting and retrying forever."""
+    data = tmp_path / "texts.csv"
+    texts = [f"text number {i}" for i in range(200)]
+    texts[120] = "poison text"  # data row 122 (the header is row 1)
+    data.write_text("text\n" + "\n".join(texts) + "\n")
+    script = _POISONED_RUN.format(root=ROOT, tests=os.path.dirname(os.path.abspath(__file__)), model=tiny_bert,
+                                  data=str(data), cache=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # Ray's processes too: they share the session
+        out, err = proc.communicate()
+        pytest.fail(f"the job was still retrying after 240 s\n{err[-2000:]}")
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, out + err[-3000:]
+    rows = re.search(rf"{re.escape(str(data))} rows (\d+)-(\d+): the Ray worker embedding these rows died 2 times",
+                     errors[0])
+    assert rows and int(rows[1]) <= 122 <= int(rows[2]) and int(rows[2]) - int(rows[1]) < 50, errors[0]
+
+
+def test_the_driver_verifies_the_cache_before_a_ray_run(tmp_path, tiny_bert):
+    """A damaged shard is quarantined and its rows re-embedded, as in a local run; actors never hash."""
+    data = tmp_path / "texts.csv"
+    data.write_text("text\n" + "\n".join(f"text number {i}" for i in range(200)) + "\n")
+    cache = tmp_path / "cache"
+    args = ("embed", "--data", data, "--engine", "ray", "--num-workers", 2, "--block-size", 50, "--model", tiny_bert,
+            "--device", "cpu", "--precision", "fp32", "--shard-size", 50, "--cache-dir", cache)
+    first = run_json(*args)
+    assert first["n_embedded"] == 200
+    shards = sorted(glob.glob(str(cache / "*" / "*.vectors.npy")))
+    payload = bytearray(open(shards[0], "rb").read())
+    payload[-4:] = b"\x00\x00\x80\x7f"  # the last float becomes +inf: same size, only the checksum tells
+    open(shards[0], "wb").write(bytes(payload))
+    rows = np.load(shards[0]).shape[0]
+    again = run_json(*args)
+    assert (again["n_embedded"], again["n_cached"]) == (rows, 200 - rows)
+    assert glob.glob(str(cache / "quarantine" / "*" / "*" / os.path.basename(shards[0])))
+    assert run_json("cache", "verify", "--cache-dir", cache)["damaged"] == []
