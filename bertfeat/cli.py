@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune", default=None, metavar="METHODS",
                    help="also fine-tune the encoder (full, setfit, or full,setfit) and add those rows, marked "
                         "fine-tuned; with --samples-per-label, setfit on the same samples")
+    p.add_argument("--finetune-epochs", dest="epochs", type=int, default=None,
+                   help="most epochs of each fine-tune (default: the method's, as in finetune --epochs)")
 
     p = sub.add_parser("finetune", parents=[labelled], help="fine-tune the encoder itself (full or SetFit)",
                        epilog=EXAMPLES["finetune"], formatter_class=fmt)

@@ -210,6 +210,7 @@ def cmd_bench(args) -> dict:
     from bertfeat.classify.bench import mteb_protocol, run_bench
     from bertfeat.classify.heads import head_info
     from bertfeat.classify.report import table, write_report
+    from bertfeat.finetuning import finetune_methods, finetune_rows, mteb_finetune
 
     from bertfeat.classify.heads import default_heads
     from bertfeat.classify.selection import DEFAULT_VIEWS
@@ -218,6 +219,7 @@ def cmd_bench(args) -> dict:
     heads = _list_arg(args.heads, "--heads") if args.heads else default_heads()
     for name in heads:
         head_info(name)  # an unknown head fails before any embedding work
+    ft_methods = finetune_methods(args.finetune)  # fine-tuned reference rows: bertfeat/finetuning.py
     if args.cv < 2:
         raise BertfeatError(f"bad --cv {args.cv}; expected 2 or more folds")
     if args.features:
@@ -236,6 +238,8 @@ def cmd_bench(args) -> dict:
         result = mteb_protocol(X_train, train.labels, X_test, test.labels, args.samples_per_label,
                                args.n_experiments, args.seed)
         result["features"] = specs[0]
+        if ft_methods:  # SetFit on the very samples of each experiment
+            result["finetune"] = mteb_finetune(args, ft_methods, train, test)
         if not args.json:
             print(f"MTEB protocol, {specs[0]}: accuracy {100 * result['accuracy_mean']:.2f} "
                   f"± {100 * result['accuracy_std']:.2f} over {args.n_experiments} experiments of "
@@ -252,6 +256,9 @@ def cmd_bench(args) -> dict:
         select=args.select, class_weight=args.class_weight, halving=halving, budget=args.budget,
         ensemble=args.vote, tune_threshold=args.tune_threshold)
     rows = [r.as_dict() for r in results]
+    if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV
+        rows += finetune_rows(args, ft_methods, train, test)
+        rows.sort(key=lambda r: (-r["macro_f1"], r["head"], r["features"]))
     context = {"train": args.train, "test": args.test or f"{args.test_size:.0%} of train", "model": args.model,
                "n_train": n, "n_test": len(test.texts), "cv": args.cv, "tune": not args.no_tune,
                "select": args.select, "class_weight": args.class_weight, "selection": selection,

@@ -84,16 +84,17 @@ def train_and_save(args, method: str, train, test, out: str | None, progress: bo
     encoder = BertEncoder(model=tuned.encoder_dir, pooling="mean", max_length=settings.max_length,
                           normalize=method == "setfit", precision=getattr(args, "precision", "auto"),
                           device=args.device)
-    t0 = time.perf_counter()
     texts = (train.texts if method == "setfit" else []) + test.texts
     emb = Embedder([encoder], None)(texts, None, progress=progress)
     vectors = emb.vectors[0]
     X_test = vectors[len(texts) - len(test.texts):]
     head, fit_extra = _head(method, tuned, vectors[:len(texts) - len(test.texts)], train.labels, args.seed)
+    t0 = time.perf_counter()  # the head alone, as bench times frozen heads (the encoder costs the same)
     proba = head.predict_proba(X_test)
     predict_seconds = time.perf_counter() - t0
     pred = np.asarray(head.classes_)[proba.argmax(1)]
     metrics = evaluate(test.labels, pred)
+    metrics["log_loss"] = _log_loss(test.labels, proba, head.classes_)
     fit_seconds = tuned.seconds + fit_extra
     summary = {"metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "macro_precision",
                                                    "macro_recall")},
@@ -108,6 +109,15 @@ def train_and_save(args, method: str, train, test, out: str | None, progress: bo
             "best_epoch": tuned.best_epoch, "val_accuracy": tuned.val_accuracy, "history": tuned.history,
             "resumed_from": tuned.resumed_from, "device": tuned.device, "autocast": tuned.autocast,
             "settings": _plain_settings(settings), "n_val": tuned.n_val}
+
+
+def _log_loss(y_true, proba, classes) -> float | None:
+    """Test log loss, as bench reports it for frozen heads; None when a test label was never trained on."""
+    from sklearn.metrics import log_loss
+
+    if not set(y_true) <= set(classes):
+        return None
+    return float(log_loss(y_true, proba, labels=list(classes)))
 
 
 def _plain_settings(settings) -> dict:
@@ -183,3 +193,77 @@ def cmd_finetune(args) -> dict:
     if not args.json:
         print_report(result, result)
     return result
+
+
+# -- bench's fine-tuned rows -------------------------------------------------------------------
+def finetune_methods(value: str | None) -> list[str]:
+    """``bench --finetune full,setfit`` -> the methods, checked before any work."""
+    from bertfeat.extract.finetune import METHODS
+
+    if not value:
+        return []
+    methods = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise BertfeatError(f"bad --finetune '{value}'; expected a comma-separated list of: {', '.join(METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+def finetune_rows(args, methods: list[str], train, test) -> list[dict]:
+    """One bench row per method, shaped like the frozen heads' rows and marked ``fine_tuned``.
+
+    ``cv_score`` is the accuracy on the validation split of the training data (10%, setfit included, so
+    the column stays a training-data-only estimate); ``fit_seconds`` is the whole fine-tune. Each row's
+    model folder is where ``finetune`` would put it (runs/<time>-finetune-<method>), so a killed bench resumes
+    its fine-tune the same way. The frozen heads' best-by-CV choice does not include these rows.
+    """
+    rows = []
+    for method in methods:
+        log.info("fine-tuning (%s) for bench", method)
+        r = train_and_save(args, method, train, test, None, not args.quiet, val_size=0.1)
+        n_test = max(r["n_test"], 1)
+        rows.append({"head": f"{method}-ft" if method == "full" else method, "features": "tuned mean", "cv_score": r["val_accuracy"] or 0.0,
+                     "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "macro_precision": r["macro_precision"],
+                     "macro_recall": r["macro_recall"], "log_loss": r["log_loss"], "fit_seconds": r["fit_seconds"],
+                     "predict_seconds": r["predict_seconds"],
+                     "predict_ms_per_1k": 1000 * r["predict_seconds"] / n_test * 1000,
+                     "params": {"epochs": r["epochs_run"], "lr": r["settings"]["lr"]}, "fine_tuned": True,
+                     "model_dir": r["model_dir"]})
+        log.info("finetune %-6s val %.4f  test acc %.4f  macro-F1 %.4f  (%.1f s)", method, rows[-1]["cv_score"],
+                 r["accuracy"], r["macro_f1"], r["fit_seconds"])
+    return rows
+
+
+def mteb_samples(y, per_label: int, n_experiments: int, seed: int) -> list[np.ndarray]:
+    """The balanced samples ``classify.bench.mteb_protocol`` draws (same generator, same order)."""
+    from bertfeat.classify.bench import balanced_sample
+
+    rng = np.random.default_rng(seed)
+    return [balanced_sample(np.asarray(y), per_label, rng) for _ in range(n_experiments)]
+
+
+def mteb_finetune(args, methods: list[str], train, test) -> dict:
+    """SetFit on each MTEB experiment's sample (the frozen logistic regression's very rows); mean ± sd."""
+    import tempfile
+
+    from bertfeat.extract import Table
+
+    if methods != ["setfit"]:
+        raise BertfeatError("--samples-per-label runs --finetune setfit only (a full fine-tune on a few samples "
+                            "per label has no validation split to stop on)")
+    scores, seconds = [], []
+    for i, idx in enumerate(mteb_samples(train.labels, args.samples_per_label, args.n_experiments, args.seed)):
+        sample = Table([train.texts[j] for j in idx], None, [train.labels[j] for j in idx], train.source,
+                       [train.rows[j] for j in idx])
+        with tempfile.TemporaryDirectory(prefix="bertfeat-setfit-") as tmp:  # only the score is kept
+            r = train_and_save(args, "setfit", sample, test, os.path.join(tmp, "m"), not args.quiet, val_size=0.0)
+        scores.append(r["accuracy"])
+        seconds.append(r["fit_seconds"])
+        log.info("setfit experiment %d/%d: accuracy %.4f (%.1f s)", i + 1, args.n_experiments, r["accuracy"],
+                 r["fit_seconds"])
+    out = {"method": "setfit", "accuracy_mean": float(np.mean(scores)), "accuracy_std": float(np.std(scores)),
+           "scores": scores, "fit_seconds_mean": float(np.mean(seconds))}
+    if not args.json:
+        print(f"fine-tuned setfit, same samples: accuracy {100 * out['accuracy_mean']:.2f} "
+              f"± {100 * out['accuracy_std']:.2f}, {out['fit_seconds_mean']:.1f} s per experiment")
+    return out

@@ -156,7 +156,7 @@ def finetune(texts: list[str], labels: list[str], settings: Settings, work: str,
     if state is None:
         state = {"key": key, "epoch": 0, "step": 0, "best_epoch": 0, "seconds": 0.0, "stopped": False,
                  "history": [trainer.evaluate()]}
-        trainer.log_epoch(state["history"][0], best=True)
+        trainer.log_epoch(state["history"][0], best=False)
     else:
         resumed = state["epoch"]
         log.info("resuming %s fine-tune after epoch %d of %d (%s)", s.method, resumed, s.epochs, state["path"])
@@ -169,7 +169,8 @@ def finetune(texts: list[str], labels: list[str], settings: Settings, work: str,
         state["epoch"] += 1
         state["step"] += trainer.steps_per_epoch
         state["history"].append(entry)
-        best = _better(entry, state["history"][state["best_epoch"]])
+        # Epoch 0 (before training) is only a baseline to print: its layer is random, so it is never kept.
+        best = state["best_epoch"] == 0 or _better(entry, state["history"][state["best_epoch"]])
         if best:
             state["best_epoch"] = state["epoch"]
         trainer.log_epoch(entry, best)
