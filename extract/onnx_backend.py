@@ -188,7 +188,9 @@ def _export(model_dir: str, precision: str, all_hidden: bool, folder: str) -> di
         os.replace(quantized, path)
     with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8") as fh:
         fh.write(tokenizer.backend_tokenizer.to_str())
-    return {"inputs": names, "outputs": outputs, "pad_id": tokenizer.pad_token_id or 0,
+    # "output_names", not "outputs": meta.json holds the export settings at its top level too (their
+    # "outputs" is "all" or "last"), and the folder's key must be computable from them.
+    return {"inputs": names, "output_names": outputs, "pad_id": tokenizer.pad_token_id or 0,
             "position_limit": model_io.position_limit(tokenizer, net.config), "hidden_size": net.config.hidden_size}
 
 
@@ -255,7 +257,7 @@ class OnnxEngine:
         self.run({"input_ids": tiny, "attention_mask": tiny, "token_type_ids": np.zeros_like(tiny)})
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Inputs by name (int64 numpy) -> the graph's outputs, float32, in meta["outputs"] order."""
+        """Inputs by name (int64 numpy) -> the graph's outputs, float32, in meta["output_names"] order."""
         return self._run({name: feed[name] for name in self.meta["inputs"]})
 
 
