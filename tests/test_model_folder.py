@@ -107,11 +107,13 @@ def test_old_model_format_is_one_line_error(bf16_model, tmp_path):
 # -- persistence without pickle ------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["knn", "lgbm", "logreg", "mlp", "sgd", "svm", "torch", "vote"])
 def test_heads_of_plain_arrays_are_saved_without_pickle(name, demo_vectors, tmp_path):
+    from bertfeat.api import model_manifest
     from bertfeat.classify import load_model_dir, make_head, save_model_dir
+    from bertfeat.extract import BertEncoder
 
     X_train, y_train, X_test, _ = demo_vectors
     head = make_head(name).fit(X_train, np.asarray(y_train))
-    out = save_model_dir(str(tmp_path / "m"), head, {"head": name}, {})
+    out = save_model_dir(str(tmp_path / "m"), head, model_manifest([BertEncoder()], name, "mean", head.classes_), {})
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     pickled = name == "lgbm"  # a LightGBM booster is not plain arrays
     assert manifest["head_file"] == ("head.joblib" if pickled else "head.npz")
