@@ -114,7 +114,7 @@ def test_huge_text_is_truncated_and_counted(tmp_path):
 def test_tampered_model_folder_is_refused_by_predict(tmp_path):
     cache = tmp_path / "c"
     fitted = run_json("fit", "--train", DEMO_TRAIN, "--out", tmp_path / "m", cache=cache)
-    with open(os.path.join(fitted["model_dir"], "head.joblib"), "r+b") as fh:
+    with open(os.path.join(fitted["model_dir"], "head.npz"), "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00")
     proc = run_cli("predict", "--model-dir", fitted["model_dir"], "--text", "hi", cache=cache)
