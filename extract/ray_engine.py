@@ -137,7 +137,9 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
     """
     for enc in encoders:
         enc.validate()
-    with _session(address) as ray:
+    # Ray reports worker deaths and worker output on stdout, some of it only as it shuts down (its log
+    # de-duplicator flushes then): --json needs stdout for its one object, so the whole session goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr), _session(address) as ray:
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1])
@@ -189,8 +191,7 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
         totals = dict.fromkeys(COUNTS, 0)
         devices, precisions, busy = set(), set(), 0.0
         try:
-            # Ray reports worker deaths and worker output on stdout; --json needs stdout for its one object.
-            with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")  # counts files
                 rows = list(counts_ds.iter_rows())
             for row in rows:
