@@ -15,12 +15,11 @@ import threading
 
 import numpy as np
 
+from bertfeat.classify.model_dir import ENCODER_KEYS
 from bertfeat.errors import BertfeatError
 
 log = logging.getLogger("bertfeat")
 
-# BertEncoder parameters that shape the vectors a head was fit on (precision is how they were computed).
-ENCODER_KEYS = ("model", "pooling", "layers", "max_length", "long", "normalize")
 # Cosine against fp32 vectors, as measured (BENCHMARKS.md: bf16 >= 0.9999; int8 >= 0.95, mean ~0.99;
 # fp16 is what `auto` accepts on a GPU, >= 0.999).
 AGREEMENT = {"bf16": ">= 0.9999", "fp16": ">= 0.999", "int8": "~0.99 (>= 0.95 per text)"}

@@ -104,13 +104,47 @@ def save_model(args, out, head, head_name, spec, encoders, emb, summary, command
 
 
 def default_out(kind: str) -> str:
-    return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}")
+    """A new folder runs/<time>-<kind>, created here: mkdir is exclusive, so two runs that finish in the same
+    second get -2, -3, ... instead of one of them failing after all its work."""
+    base = os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}")
+    os.makedirs("runs", exist_ok=True)
+    for n in range(1, 1000):
+        out = base if n == 1 else f"{base}-{n}"
+        try:
+            os.mkdir(out)
+            return out
+        except FileExistsError:
+            continue
+    raise BertfeatError(f"{base}: 999 run folders of that second exist; pass --out")
+
+
+def check_flags(args) -> None:
+    """Flags that are wrong whatever the data, checked before a file is read or a model loads: a typo or
+    an existing --out fails in one line at once, not after the embedding work."""
+    from bertfeat.extract.data import check_encoding
+
+    if getattr(args, "encoding", None) is not None:
+        check_encoding(args.encoding)
+    if getattr(args, "shard_size", 1) < 1:  # the Ray engine takes it as it is
+        raise BertfeatError(f"bad --shard-size {args.shard_size}; expected a positive number of texts")
+    if getattr(args, "out", None):
+        out = os.path.abspath(args.out)
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise BertfeatError(f"--out {out}: is a file; pass a new folder")
+        if os.path.isdir(out) and os.listdir(out):
+            raise BertfeatError(f"--out {out}: folder exists and is not empty; pass a new folder")
+    if getattr(args, "samples_per_label", 0) < 0:
+        raise BertfeatError(f"bad --samples-per-label {args.samples_per_label}; expected a positive number "
+                            "of training samples per label (0: the normal bench)")
+    if getattr(args, "samples_per_label", 0) and args.n_experiments < 1:
+        raise BertfeatError(f"bad --n-experiments {args.n_experiments}; expected 1 or more (default 10)")
 
 
 # -- subcommands -------------------------------------------------------------------------------
 def cmd_embed(args) -> dict:
     from bertfeat.extract.data import input_files
 
+    check_flags(args)
     files = input_files(args.data)
     if args.engine == "ray":
         from bertfeat.extract.ray_engine import embed_on_ray
@@ -145,6 +179,7 @@ def cmd_fit(args) -> dict:
     from bertfeat.classify import evaluate, format_report
     from bertfeat.classify.heads import head_info
 
+    check_flags(args)
     info = head_info(args.head)  # an unknown head fails before any embedding work
     head = info.make(args.seed)
     train, test, texts, pairs = read_labelled(args)
@@ -212,6 +247,7 @@ def cmd_bench(args) -> dict:
     from bertfeat.classify.report import table, write_report
     from bertfeat.finetuning import finetune_methods, finetune_rows, mteb_finetune
 
+    check_flags(args)
     from bertfeat.classify.heads import default_heads
     from bertfeat.classify.selection import DEFAULT_VIEWS
 
@@ -229,10 +265,13 @@ def cmd_bench(args) -> dict:
     if args.samples_per_label:
         specs = specs[:1]  # the MTEB protocol scores one view: embedding the others would be wasted
     train, test, texts, pairs = read_labelled(args)
+    if not args.samples_per_label:  # before embedding: a class too small to cross-validate fails at once
+        from bertfeat.classify.tuning import fold_count
+
+        args.cv = fold_count(train.labels, args.cv, train.source)  # the folds used, as reported and saved
     arrays, views, emb = embed_views(args, specs, texts, pairs)
     n = len(train.texts)
     split = {spec: (a[:n], a[n:]) for spec, a in arrays.items()}
-    out = args.out or default_out("bench")
     if args.samples_per_label:
         X_train, X_test = split[specs[0]]
         result = mteb_protocol(X_train, train.labels, X_test, test.labels, args.samples_per_label,
@@ -265,6 +304,7 @@ def cmd_bench(args) -> dict:
                "bench_seconds": time.perf_counter() - t0, "embedding": emb.summary()}
     summary = {"metrics": {k: best_metrics[k] for k in ("accuracy", "macro_f1")}, "bench": rows,
                "n_train": n, "n_test": len(test.texts)}
+    out = args.out or default_out("bench")
     if best.features not in views:  # a soft vote reads the union of its members' views
         from bertfeat.extract import feature_encoders
 
@@ -297,6 +337,7 @@ def cmd_predict(args):
     from bertfeat.classify import evaluate
     from bertfeat.extract import read_table
 
+    check_flags(args)
     clf = load(args.model_dir, trust_pickle=args.trust_pickle, precision=args.precision, device=args.device,
                batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)
     if args.text:
@@ -309,7 +350,8 @@ def cmd_predict(args):
                                 f"(the model's: {clf.pair_col or 'none, it takes single texts'})")
         manifest = clf.manifest
         table = read_table(args.data, manifest["text_col"], manifest["label_col"], manifest["pair_col"],
-                           args.encoding, args.drop_empty, label_optional=True)
+                           args.encoding, args.drop_empty, label_optional=True,
+                           columns_from=f"the model in {args.model_dir} (fit with these columns)")
         texts, pairs, labels = table.texts, table.pairs, table.labels
     proba = clf.predict_proba(texts, pairs=pairs)
     classes = list(clf.classes_)

@@ -5,6 +5,7 @@ features carries its own scaler in a Pipeline, so nobody branches on a head's ty
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -65,15 +66,46 @@ def lgbm(seed: int = 0):
                                         n_jobs=1, random_state=seed, verbose=-1))
 
 
+def can_hold_out(y, fraction: float) -> bool:
+    """Whether a stratified validation split of ``fraction`` of the rows can hold every class and still leave
+    every class in training (scikit-learn raises otherwise): about ten rows per class are needed."""
+    _, counts = np.unique(np.asarray(y), return_counts=True)
+    n_val = math.ceil(fraction * counts.sum())
+    return counts.min() >= 2 and len(counts) <= n_val <= counts.sum() - len(counts)
+
+
+class FewRowsMLP(MLPClassifier):
+    """MLPClassifier that trains without early stopping when the training set is too small for a
+    validation split of every class, where scikit-learn would raise."""
+
+    def fit(self, X, y):
+        wanted = self.early_stopping
+        self.early_stopping = wanted and can_hold_out(y, self.validation_fraction)
+        try:
+            return super().fit(X, y)
+        finally:
+            self.early_stopping = wanted
+
+
+class FewRowsKNN(KNeighborsClassifier):
+    """k nearest neighbours that consults at most as many neighbours as there are training rows (a small
+    training set, or a small cross-validation fold), where scikit-learn would raise."""
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        if n_neighbors is None:  # X None: the training rows themselves, each without itself
+            n_neighbors = min(self.n_neighbors, self.n_samples_fit_ - (X is None))
+        return super().kneighbors(X, n_neighbors, return_distance)
+
+
 def mlp(seed: int = 0):
-    """One hidden layer with early stopping on a 10 % validation split."""
-    return MLPClassifier(hidden_layer_sizes=(512,), alpha=1e-4, early_stopping=True, n_iter_no_change=10,
+    """One hidden layer with early stopping on a 10 % validation split (none on a tiny training set)."""
+    return FewRowsMLP(hidden_layer_sizes=(512,), alpha=1e-4, early_stopping=True, n_iter_no_change=10,
                          max_iter=300, random_state=seed)
 
 
 def knn(seed: int = 0):
-    """k nearest neighbours by cosine similarity, closer neighbours weighing more."""
-    return KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance", algorithm="brute")
+    """k nearest neighbours by cosine similarity, closer neighbours weighing more (at most as many as rows)."""
+    return FewRowsKNN(n_neighbors=10, metric="cosine", weights="distance", algorithm="brute")
 
 
 class SoftmaxSVC(SVC):

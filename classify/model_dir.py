@@ -36,6 +36,8 @@ RUN = "run.json"
 FORMAT = 3
 # Manifest keys this module writes (callers' manifests must not carry them).
 OWN_KEYS = ("format", "files", "head_file")
+# The encoder settings a manifest holds (the rest - precision, device, batch size - is the loading machine's).
+ENCODER_KEYS = ("model", "pooling", "layers", "max_length", "long", "normalize")
 
 
 def package_versions() -> dict:
@@ -63,8 +65,8 @@ def head_bytes(head) -> tuple[str, bytes]:
 def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
     """Write the folder under a temp name beside ``out``, then rename: a crash leaves no half folder."""
     out = os.path.abspath(out)
-    if os.path.exists(out) and os.listdir(out):
-        raise BertfeatError(f"--out {out}: folder exists and is not empty; pass a new folder")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise BertfeatError(f"--out {out}: exists and is not an empty folder; pass a new folder")
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -75,14 +77,18 @@ def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
         name, data = head_bytes(head)
         with open(os.path.join(tmp, name), "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # durable before the rename publishes the folder (run.json, manifest: likewise)
         atomic_write_json(os.path.join(tmp, RUN), run)
         files = {n: sha256_file(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))}
         atomic_write_json(os.path.join(tmp, MANIFEST), {**manifest, "format": FORMAT, "head_file": name,
                                                         "files": files})
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a model folder is shared like any other
+        _fsync_dir(tmp)  # the folder's entries, so a crash after the rename cannot leave it empty
         if os.path.isdir(out):
             os.rmdir(out)
         os.replace(tmp, out)
+        _fsync_dir(parent)  # the rename itself
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise BertfeatError(f"--out {out}: cannot write the model folder ({exc.strerror})") from None
@@ -90,6 +96,14 @@ def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -115,6 +129,7 @@ def read_manifest(path: str) -> dict:
     if fmt != FORMAT:
         raise BertfeatError(f"model folder {path}: written by another bertfeat version (model format {fmt}, "
                             f"this one reads {FORMAT}); fit the model again")
+    check_manifest(path, manifest)
     head_file = manifest.get("head_file")
     if head_file not in (SAFE_HEAD, PICKLED_HEAD) or head_file not in files:
         raise BertfeatError(f"model folder {path}: {MANIFEST} names no head file; fit the model again")
@@ -125,6 +140,31 @@ def read_manifest(path: str) -> dict:
         if name != head_file and sha256_file(file_path) != digest:
             raise _changed(path, name)
     return manifest
+
+
+def check_manifest(path: str, manifest) -> None:
+    """The manifest keys that loading reads, with the types it needs: a hand-edited or foreign manifest
+    fails here in one line, not later as a KeyError or TypeError."""
+    def bad(what: str) -> BertfeatError:
+        return BertfeatError(f"model folder {path}: {MANIFEST} {what}; fit the model again")
+
+    if not isinstance(manifest, dict):
+        raise bad(f"is not a JSON object but {type(manifest).__name__}")
+    if not isinstance(manifest.get("files"), dict):
+        raise bad("has no 'files' mapping of file names to sha256 sums")
+    encoders = manifest.get("encoders")
+    if not isinstance(encoders, list) or not encoders:
+        raise bad(f"has {'no' if encoders is None else 'a bad'} 'encoders' list (the encoder settings)")
+    for number, encoder in enumerate(encoders, 1):
+        if not isinstance(encoder, dict) or not isinstance(encoder.get("model"), str):
+            raise bad(f"encoder {number} is not a mapping with a 'model' name")
+        unknown = sorted(set(encoder) - set(ENCODER_KEYS))
+        if unknown:
+            raise bad(f"encoder {number} has unknown keys ({', '.join(map(str, unknown))}); expected some of: "
+                      f"{', '.join(ENCODER_KEYS)}")
+    for key, kind in (("labels", list), ("model_id", str), ("trained_with", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise bad(f"has no '{key}' {kind.__name__}")
 
 
 def _changed(path: str, name: str) -> BertfeatError:

@@ -29,14 +29,14 @@ from sklearn.utils import Bunch
 
 from bertfeat.classify.calibration import Calibrated
 from bertfeat.classify.ensemble import Columns, SoftVote
-from bertfeat.classify.heads import Oversampled, SoftmaxSVC, TopComponents
+from bertfeat.classify.heads import FewRowsKNN, FewRowsMLP, Oversampled, SoftmaxSVC, TopComponents
 from bertfeat.classify.torch_head import TorchSoftmaxClassifier
 
 # Rebuilt by name from this table only; a name the file gives that is not here is refused.
 SAFE_CLASSES = {cls.__name__: cls for cls in (
-    Calibrated, Columns, KNeighborsClassifier, LabelBinarizer, LabelEncoder, LogisticRegression, MLPClassifier,
-    Oversampled, Pipeline, SGDClassifier, SoftmaxSVC, SoftVote, StandardScaler, TopComponents, TorchSoftmaxClassifier,
-    VotingClassifier)}
+    Calibrated, Columns, FewRowsKNN, FewRowsMLP, KNeighborsClassifier, LabelBinarizer, LabelEncoder,
+    LogisticRegression, MLPClassifier, Oversampled, Pipeline, SGDClassifier, SoftmaxSVC, SoftVote, StandardScaler,
+    TopComponents, TorchSoftmaxClassifier, VotingClassifier)}
 # Optimizer, loss object and random generator of a finished fit: used by partial_fit / warm starts only.
 TRAINING_ONLY = frozenset({"_optimizer", "_loss_function_", "_random_state"})
 STATE = "state.json"

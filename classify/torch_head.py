@@ -47,8 +47,10 @@ class TorchSoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
         self.mean_, self.scale_ = X.mean(0), X.std(0) + 1e-6
         Xs = (X - self.mean_) / self.scale_
-        counts = np.bincount(y_idx)
-        stratify = y_idx if counts.min() >= 2 else None
+        from bertfeat.classify.heads import can_hold_out
+
+        # A tiny training set cannot give every class a validation row: split at random instead of raising.
+        stratify = y_idx if can_hold_out(y_idx, self.validation_fraction) else None
         tr, va = train_test_split(np.arange(len(Xs)), test_size=self.validation_fraction,
                                   random_state=self.random_state, stratify=stratify)
         gen = torch.Generator().manual_seed(self.random_state)

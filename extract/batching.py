@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
+from bertfeat.errors import BertfeatError
+
 
 @dataclass
 class Tokenized:
@@ -38,6 +40,7 @@ def tokenize(backend: Tokenizer, texts: list[str], pairs: list[str] | None = Non
     ``windows``: a text longer than the limit becomes several rows (its overflowing windows) instead of
     being truncated; ``owner`` maps rows back to texts.
     """
+    check_room(backend, pairs is not None, windows)
     inputs = texts if pairs is None else list(zip(texts, pairs))
     encodings = backend.encode_batch(inputs, add_special_tokens=True)
     n_long = sum(1 for e in encodings if e.overflowing)
@@ -50,6 +53,35 @@ def tokenize(backend: Tokenizer, texts: list[str], pairs: list[str] | None = Non
     ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
     types = [np.asarray(e.type_ids, dtype=np.int64) for e in encodings]
     return Tokenized(ids, types, owner, 0 if windows else n_long, n_long if windows else 0)
+
+
+def check_room(backend: Tokenizer, pairs: bool, windows: bool) -> None:
+    """Refuse a --max-length the tokenizer cannot honour, instead of a silent non-truncation or a Rust panic.
+
+    The special tokens ([CLS], [SEP]) count against ``max_length``, so at least one text token must fit.
+    With windows, each text of a pair gets at least half of what is left, and that half must exceed the
+    windows' overlap (the tokenizer's rule for its stride).
+    """
+    limit, stride = backend.truncation["max_length"], backend.truncation["stride"]
+    special = backend.post_processor.num_special_tokens_to_add(pairs) if backend.post_processor else 0
+    what = "a text pair" if pairs else "each text"
+    if limit <= special:
+        raise BertfeatError(f"--max-length {limit} leaves no room for text: the model adds {special} special tokens "
+                            f"to {what}; pass --max-length {special + 1} or more (default 256)")
+    room = (limit - special) // 2 if pairs else limit - special
+    if windows and stride >= room:
+        from bertfeat.extract.forward import WINDOW_OVERLAP  # here, not at the top: forward imports this module
+
+        def fits(n: int) -> bool:
+            return int(n * WINDOW_OVERLAP) < ((n - special) // 2 if pairs else n - special)
+
+        # the least length from which every longer one fits too (rounding makes the rule non-monotonic)
+        need = next(n for n in range(limit + 1, limit + 256) if all(fits(m) for m in range(n, n + 64)))
+        raise BertfeatError(
+            f"--max-length {limit} is too short for --long chunk{' with --pair-col' if pairs else ''}: "
+            f"{'each text of a pair gets' if pairs else 'a window holds'} {room} tokens, not more than the "
+            f"{stride}-token overlap between windows; pass --max-length {need} or more, or --long truncate"
+        )
 
 
 def plan_batches(lengths: np.ndarray, max_tokens: int, max_texts: int) -> list[np.ndarray]:

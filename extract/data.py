@@ -180,10 +180,13 @@ def _cell(value) -> str | None:
     raise TypeError(type(value).__name__)
 
 
-def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int) -> list[str | None]:
+def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int,
+            columns_from: str | None = None) -> list[str | None]:
     if name not in frame.columns:
         cols = ", ".join(map(str, frame.columns)) or "(none)"
-        raise BertfeatError(f"{path}: no column '{name}' (columns: {cols}); pass {flag} with one of them")
+        fix = (f"pass {flag} with one of them" if columns_from is None else
+               f"{columns_from} reads column '{name}': rename the file's column to '{name}'")
+        raise BertfeatError(f"{path}: no column '{name}' (columns: {cols}); {fix}")
     column = frame[name]
     # A typed column (Parquet, datetime dtype) is refused by its type; an untyped one by its first bad cell.
     kind = frame.attrs.get("unreadable", {}).get(name) or (str(column.dtype) if column.dtype.kind in "mM" else None)
@@ -215,17 +218,19 @@ def _rows_text(rows: list[int], limit: int = 5) -> str:
 
 def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_col: str | None = "label",
                 pair_col: str | None = None, drop_empty: bool = False, label_optional: bool = False,
-                first_row: int = 2) -> Table:
+                first_row: int = 2, columns_from: str | None = None) -> Table:
     """One data frame (a whole file, or one batch of it) -> a checked Table.
 
     ``first_row``: the file row number of the frame's first row, for messages (2: after the header).
+    ``columns_from``: who chose the column names, for a missing column's message (e.g. "the model";
+    None: the user, through --text-col / --label-col / --pair-col).
     Cells are read as text; missing values of every kind count as blank; a column of lists, structs
     or bytes is refused in one line naming it. ``labels`` is None when the frame has no labels to read.
     """
-    t = _column(frame, text_col, path, "--text-col", first_row)
-    p = _column(frame, pair_col, path, "--pair-col", first_row) if pair_col else None
+    t = _column(frame, text_col, path, "--text-col", first_row, columns_from)
+    p = _column(frame, pair_col, path, "--pair-col", first_row, columns_from) if pair_col else None
     use_labels = bool(label_col) and not (label_optional and label_col not in frame.columns)
-    y = _column(frame, label_col, path, "--label-col", first_row) if use_labels else None
+    y = _column(frame, label_col, path, "--label-col", first_row, columns_from) if use_labels else None
     empty = [first_row + i for i, v in enumerate(t) if _is_blank(v)]
     if empty and not drop_empty:
         raise BertfeatError(
@@ -270,6 +275,8 @@ def read_table(
     encoding: str = "utf-8",
     drop_empty: bool = False,
     label_optional: bool = False,
+    *,
+    columns_from: str | None = None,
 ) -> Table:
     """Read texts (and labels when ``label_col`` is given) from one or more files.
 
@@ -283,14 +290,17 @@ def read_table(
         Skip rows whose text is empty instead of raising.
     label_optional : bool, default=False
         Read labels only if the file has ``label_col`` (for prediction files).
+    columns_from : str or None, default=None
+        Who chose the column names, for a missing column's message ("the model": rename the file's
+        column); None: the user, through the --text-col / --label-col / --pair-col flags.
     """
     return concat_tables(list(iter_tables(paths, text_col, label_col, pair_col, encoding, drop_empty,
-                                          label_optional, rows=None)))
+                                          label_optional, rows=None, columns_from=columns_from)))
 
 
 def iter_tables(paths: str | list[str], text_col: str = "text", label_col: str | None = "label",
                 pair_col: str | None = None, encoding: str = "utf-8", drop_empty: bool = False,
-                label_optional: bool = False, rows: int | None = 50_000):
+                label_optional: bool = False, rows: int | None = 50_000, columns_from: str | None = None):
     """``read_table`` one batch of at most ``rows`` rows at a time (None: one Table per file), for corpora
     larger than memory: the same checks, errors and file row numbers.
 
@@ -305,7 +315,7 @@ def iter_tables(paths: str | list[str], text_col: str = "text", label_col: str |
         for frame in _read_frames(path, encoding, rows):
             if len(frame):
                 table = frame_table(frame, path, text_col, label_col, pair_col, drop_empty, label_optional,
-                                    first_row)
+                                    first_row, columns_from)
                 first_row += len(frame)
                 any_text = any_text or bool(table.texts)
                 yield table

@@ -32,6 +32,7 @@ class Forward:
             enc.validate()
             if any(getattr(enc, p) != getattr(first, p) for p in FORWARD_PARAMS):
                 raise BertfeatError(f"encoders share one forward pass only if {', '.join(FORWARD_PARAMS)} agree")
+        check_layers(encoders, model_io.resolve_model_dir(first.model))  # before the model (or an export) loads
         self.device = model_io.resolve_device(first.device)
         self.precision, self.runtime = first.resolve_precision(self.device)
         log.info("encoder %s on %s, %s via %s", first.model, self.device, self.precision, self.runtime)
@@ -115,3 +116,26 @@ class Forward:
                     yield ahead.popleft().result()
             while ahead:
                 yield ahead.popleft().result()
+
+
+def check_layers(encoders: list, model_dir: str) -> None:
+    """Refuse a --layers index the model does not have, naming the range it does have.
+
+    The model has its layers plus the embedding output: ``num_hidden_layers + 1`` hidden states.
+    A config without a layer count (not BERT-like) is left to the forward pass.
+    """
+    import json
+
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    n_layers = next((config[k] for k in ("num_hidden_layers", "n_layers", "n_layer", "num_layers")
+                     if isinstance(config.get(k), int)), None)
+    if n_layers is None:
+        return
+    for enc in encoders:
+        deepest = min(parse_layers(enc.layers))
+        if -deepest > n_layers + 1:
+            raise BertfeatError(
+                f"bad --layers '{enc.layers}': {enc.model} has {n_layers} layers ({n_layers + 1} hidden states "
+                f"with the embeddings); pass indexes from -1 (last) to -{n_layers + 1}, e.g. -{n_layers}:"
+            )

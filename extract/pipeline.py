@@ -87,9 +87,8 @@ class Embedder:
         """``load=False``: make sure every text is in the cache and count, without reading cached vectors
         back (``vectors`` is then None): for filling a cache, or a head that streams from it."""
         start = time.perf_counter()
-        bar = _progress(0, progress)
-        done = self._embed(texts, pairs, load, bar)
-        bar.close()
+        with _progress(0, progress) as bar:  # closed on an error too, so the error starts its own line
+            done = self._embed(texts, pairs, load, bar)
         done.seconds = time.perf_counter() - start
         self._log_long(done)
         return done
@@ -102,13 +101,13 @@ class Embedder:
         repeats one from an earlier part is a cache hit there, since that part was committed before.
         """
         start = time.perf_counter()
-        bar = _progress(None, progress)  # the total is unknown until the last part is read
         seen, done = [], None
-        for texts, pairs in parts:
-            part = self._embed(texts, pairs, False, bar)
-            seen.append(np.unique(text_keys(texts, pairs)))
-            done = part if done is None else _add(done, part)
-        bar.close()
+        # The total is unknown until the last part is read; closed on an error too (the error's own line).
+        with _progress(None, progress) as bar:
+            for texts, pairs in parts:
+                part = self._embed(texts, pairs, False, bar)
+                seen.append(np.unique(text_keys(texts, pairs)))
+                done = part if done is None else _add(done, part)
         if done is None:
             done = Embedded(None, [s.dim() if s else None for s in self.stores], 0, 0, 0, 0, 0, 0.0)
         done.n_unique = len(np.unique(np.concatenate(seen))) if seen else 0

@@ -256,12 +256,54 @@ def _session(address: str | None):
         raise BertfeatError("--engine ray needs Ray: pip install 'ray[data]'") from None
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+        _join(ray, address)
     try:
         yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+# How long to wait for a Ray cluster at --address to answer: ray.init itself retries for many minutes.
+CONNECT_SECONDS = float(os.environ.get("BERTFEAT_RAY_CONNECT_SECONDS", "30"))
+
+
+def _join(ray, address: str | None) -> None:
+    """ray.init, bounded: an --address where no cluster answers is a one-line error within CONNECT_SECONDS."""
+    import socket
+    import threading
+
+    def init():
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+
+    if not address:  # a new local Ray: nothing to wait for
+        return init()
+    hint = ("check the address (ray://HEAD:10001, HEAD:6379 or auto on a cluster node) and that the cluster is up "
+            "(`ray status` on its head node), or leave out --address to start Ray on this machine")
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if host and port.isdigit():  # nothing listening is known at once; ray.init would keep retrying
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+        except OSError as exc:
+            raise BertfeatError(f"--address {address}: nothing answers there ({exc.strerror or exc}); {hint}") from None
+    outcome = {}
+
+    def attempt():
+        try:
+            init()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
+            outcome["error"] = exc
+
+    # A daemon thread: if the cluster never answers, the process can still exit with our error.
+    thread = threading.Thread(target=attempt, name="bertfeat-ray-join", daemon=True)
+    thread.start()
+    thread.join(CONNECT_SECONDS)
+    if thread.is_alive():
+        raise BertfeatError(f"--address {address}: no Ray cluster answered within {CONNECT_SECONDS:g} s; {hint}")
+    if "error" in outcome:
+        exc = outcome["error"]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BertfeatError(f"--address {address}: cannot join a Ray cluster ({first}); {hint}")
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -18,9 +18,9 @@ DEMO_TEST = os.path.join(ROOT, "data", "demo", "test.csv")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
 
 
-def run_cli(*args, cache=None, check=None, timeout=600):
-    """Run `python cli.py ARGS` as a user would; returns the CompletedProcess."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def run_cli(*args, cache=None, check=None, timeout=600, env=None):
+    """Run `python cli.py ARGS` as a user would; returns the CompletedProcess. ``env``: extra variables."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     if cache is not None:
         env["BERTFEAT_CACHE"] = str(cache)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *map(str, args)], cwd=ROOT, env=env,

@@ -164,3 +164,168 @@ def test_fit_prints_its_report(head, tmp_path):
                    "--cache-dir", tmp_path / "cache", "--out", tmp_path / "model", check=0)
     assert f"head {head} on all-MiniLM-L6-v2 mean (384 dims): 320 train, 80 test texts" in proc.stdout
     assert "macro avg" in proc.stdout and "model saved to" in proc.stdout
+
+
+# -- issue 11 §2-3: every user error in one line, before any work where it can be -----------------------------
+def _run_many(commands, cache, env=None):
+    """Several CLI runs at once (each is mostly interpreter start-up): a list of CompletedProcess, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        return list(pool.map(lambda args: run_cli(*args, cache=cache, env=env), commands))
+
+
+def _tiny_train(tmp_path, per_class=4, classes=("a", "b")):
+    """A training file of ``per_class`` rows of each class, texts taken from the demo data."""
+    import pandas as pd
+
+    texts = pd.read_csv(DEMO_TRAIN)["text"].tolist()[:per_class * len(classes)]
+    path = tmp_path / f"tiny-{per_class}.csv"
+    pd.DataFrame({"text": texts, "label": list(classes) * per_class}).to_csv(path, index=False)
+    return path
+
+
+def test_flag_errors_fail_in_one_line_before_any_work(tmp_path):
+    """Wrong flags, an existing --out, a class too small to cross-validate: exit 2, one line, no embedding.
+
+    The bound is the child's CPU time, not wall time: on a shared machine the wall clock measures the
+    neighbours, while any embedding would burn CPU seconds.
+    """
+    import resource
+    import time
+
+    existing_file = tmp_path / "taken.txt"
+    existing_file.write_text("not a folder")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "report.md").write_text("an earlier run")
+    single = _tiny_train(tmp_path, per_class=1, classes=("a", "b", "c"))
+    cache = tmp_path / "cache"
+    cases = [
+        (("embed", "--data", DEMO_TEST, "--encoding", "bogus"), ["--encoding 'bogus'", "utf-8"]),
+        (("fit", "--train", DEMO_TRAIN, "--encoding", "bogus"), ["--encoding 'bogus'"]),
+        (("fit", "--train", DEMO_TRAIN, "--out", existing_file), ["--out", "taken.txt", "is a file"]),
+        (("bench", "--train", DEMO_TRAIN, "--out", full), ["--out", "not empty", "new folder"]),
+        (("bench", "--train", DEMO_TRAIN, "--samples-per-label", "-3"), ["--samples-per-label -3"]),
+        (("bench", "--train", DEMO_TRAIN, "--samples-per-label", "8", "--n-experiments", "0"),
+         ["--n-experiments 0"]),
+        (("embed", "--data", DEMO_TEST, "--engine", "ray", "--chunk-size", "0"), ["--shard-size 0"]),
+        (("bench", "--train", single, "--test", single, "--heads", "logreg"),
+         ["single row", "cross-validation", "'a'"]),
+    ]
+    for args, fragments in cases:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.monotonic()
+        proc = run_cli(*args, cache=cache)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        _one_line_error(proc, *fragments)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert cpu < 5 and time.monotonic() - start < 60, (args, cpu)
+    assert not cache.exists()  # nothing was embedded, not even a cache folder made
+    assert existing_file.read_text() == "not a folder" and os.listdir(full) == ["report.md"]
+
+
+def test_forward_pass_limits_are_one_line_errors(tmp_path):
+    long_pairs = tmp_path / "pairs.csv"
+    long_pairs.write_text("text,other,label\n" + f'"{"word " * 60}","{"other " * 60}",x\nshort,also short,y\n')
+    runs = _run_many([
+        ("embed", "--data", DEMO_TEST, "--layers", "-100"),
+        ("embed", "--data", DEMO_TEST, "--max-length", "2"),
+        ("embed", "--data", long_pairs, "--pair-col", "other", "--max-length", "8", "--long", "chunk"),
+    ], cache=tmp_path / "cache")
+    _one_line_error(runs[0], "--layers '-100'", "6 layers", "-7")
+    _one_line_error(runs[1], "--max-length 2", "2 special tokens", "--max-length 3")
+    _one_line_error(runs[2], "--max-length 8", "--long chunk", "--pair-col", "--max-length 9")
+    assert "panicked" not in runs[2].stderr and "PanicException" not in runs[2].stderr
+
+
+def test_small_training_sets_adapt_the_heads(tmp_path):
+    """knn, mlp and torch on 8 training rows (fewer than knn's 10 neighbours, too few for a validation
+    split), in fit and in bench with more folds than the smallest class has rows."""
+    tiny = _tiny_train(tmp_path, per_class=4)
+    runs = _run_many([
+        ("fit", "--train", tiny, "--test", tiny, "--head", "knn", "--out", tmp_path / "knn", "--json"),
+        ("fit", "--train", tiny, "--test", tiny, "--head", "mlp", "--out", tmp_path / "mlp", "--json"),
+        ("bench", "--train", tiny, "--test", tiny, "--heads", "knn,mlp,torch", "--cv", "10", "--no-tune",
+         "--out", tmp_path / "bench", "--json"),
+    ], cache=tmp_path / "cache")
+    for proc in runs:
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert json.loads(runs[0].stdout)["n_train"] == 8
+    bench = json.loads(runs[2].stdout)
+    assert {r["head"] for r in bench["results"]} == {"knn", "mlp", "torch"}
+    assert "--cv 10: the smallest class in" in runs[2].stderr
+    assert "has 4 rows, so 4 folds are used" in runs[2].stderr
+
+
+def test_malformed_manifests_and_missing_columns_in_predict(fitted, cache, tmp_path):
+    import shutil
+
+    def edited(name, change):
+        folder = tmp_path / name
+        shutil.copytree(fitted["model_dir"], folder)
+        manifest = json.load(open(folder / "manifest.json"))
+        with open(folder / "manifest.json", "w") as fh:
+            json.dump(change(manifest), fh)
+        return folder
+
+    def without(key):
+        return lambda m: {k: v for k, v in m.items() if k != key}
+
+    folders = {
+        "list": (edited("list", lambda m: [m]), ["manifest.json"]),
+        "files": (edited("files", lambda m: {**m, "files": list(m["files"])}), ["'files' mapping"]),
+        "no-encoders": (edited("no-encoders", without("encoders")), ["no 'encoders' list"]),
+        "null-encoders": (edited("null-encoders", lambda m: {**m, "encoders": None}), ["no 'encoders' list"]),
+        "unknown-key": (edited("unknown-key", lambda m: {**m, "encoders": [{**m["encoders"][0], "precision": "fp32"}]}),
+                        ["unknown keys (precision)"]),
+    }
+    wrong_col = tmp_path / "sentences.csv"
+    wrong_col.write_text("sentence\nwhere is my parcel\n")
+    commands = [("predict", "--model-dir", folder, "--text", "hi") for folder, _ in folders.values()]
+    commands.append(("predict", "--model-dir", fitted["model_dir"], "--data", wrong_col))
+    runs = _run_many(commands, cache=cache)
+    for proc, (folder, fragments) in zip(runs, folders.values()):
+        _one_line_error(proc, str(folder), *fragments)
+    _one_line_error(runs[-1], "no column 'text' (columns: sentence)", "rename the file's column to 'text'")
+    assert "--text-col" not in runs[-1].stderr  # predict has no such flag
+
+
+def test_ray_address_where_no_cluster_answers_is_one_line_within_a_bound(tmp_path):
+    """A port nobody listens on, and a listener that never speaks Ray (ray.init would wait for minutes):
+    each a one-line error, the second after the connect bound. (`--address auto` with no cluster is the
+    same one line, from ray.init's own error; not tested here, as another test's local Ray would answer.)"""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    env = {"BERTFEAT_RAY_CONNECT_SECONDS": "3", "RAY_ADDRESS": ""}
+    start = time.monotonic()
+    try:
+        runs = _run_many([("embed", "--data", DEMO_TEST, "--engine", "ray", "--address", address,
+                           "--cache-dir", tmp_path / "c") for address in
+                          (f"127.0.0.1:{closed_port}", f"127.0.0.1:{silent.getsockname()[1]}")],
+                         cache=tmp_path / "c", env=env)
+    finally:
+        silent.close()
+    assert time.monotonic() - start < 120
+    _one_line_error(runs[0], f"127.0.0.1:{closed_port}", "nothing answers there")
+    _one_line_error(runs[1], "no Ray cluster answered within 3 s")
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.npy"))
+
+
+def test_default_run_folders_never_collide(tmp_path, monkeypatch):
+    """Two runs finishing in the same second get two folders (the name is reserved by an exclusive mkdir)."""
+    from bertfeat.commands import default_out
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("time.strftime", lambda fmt, *a: "20260101-000000")
+    names = [default_out("logreg") for _ in range(3)]
+    assert names == ["runs/20260101-000000-logreg", "runs/20260101-000000-logreg-2", "runs/20260101-000000-logreg-3"]
+    assert all(os.path.isdir(n) and not os.listdir(n) for n in names)
