@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default=None,
                    help="feature view, overriding --pooling/--layers: e.g. mean+max (concatenated), cls@-2")
     _selection_flags(p, fit=True)
+    p.add_argument("--cv", type=int, default=3, help="with --select: cross-validation folds (default: 3)")
 
     p = sub.add_parser("bench", parents=[enc, labelled], help="compare heads and feature views in one table",
                        epilog=EXAMPLES["bench"], formatter_class=fmt)

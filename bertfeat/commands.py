@@ -182,8 +182,14 @@ def cmd_fit(args) -> dict:
     check_flags(args)
     info = head_info(args.head)  # an unknown head fails before any embedding work
     head = info.make(args.seed)
+    if args.class_weight and info.streaming:
+        raise BertfeatError(f"--class-weight with --head {args.head}: a head trained shard by shard cannot weigh "
+                            "classes by counts it has not seen; use --head logreg")
+    if args.tune_threshold and args.select != "macro_f1":
+        raise BertfeatError("--tune-threshold tunes the decision threshold for macro-F1: add --select macro_f1")
     train, test, texts, pairs = read_labelled(args)
     spec = args.features or default_view(args)
+    chosen = {}
     if info.streaming:
         encoders, emb, pred, fit_seconds = fit_streamed(args, head, spec, train, texts, pairs)
         dim = emb.dims[0]
@@ -194,23 +200,48 @@ def cmd_fit(args) -> dict:
         dim = X_train.shape[1]
         log.info("fitting %s on %d x %d", args.head, *X_train.shape)
         t0 = time.perf_counter()
-        head.fit(X_train, np.asarray(train.labels))
+        head, chosen = fit_selected(args, head, X_train, train, X_test, test)
         fit_seconds = time.perf_counter() - t0
         pred = head.predict(X_test)
     metrics = evaluate(test.labels, pred)
     keys = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")
     summary = {"metrics": {k: metrics[k] for k in keys}, "fit_seconds": fit_seconds,
-               "n_train": len(train.texts), "n_test": len(test.texts)}
+               "n_train": len(train.texts), "n_test": len(test.texts), **chosen}
     model_dir = save_model(args, args.out or default_out(args.head), head, args.head, spec, encoders, emb,
                            summary, "fit")
     if not args.json:
         print(f"head {args.head} on {args.model} {spec} ({dim} dims): {len(train.texts)} train, "
               f"{len(test.texts)} test texts; fit {fit_seconds:.1f} s\n")
+        if chosen:
+            print(f"chosen by {args.cv}-fold CV {args.select}: {chosen['params'] or 'defaults'} "
+                  f"(cv {chosen['cv_score']:.4f}); temperature {chosen['temperature']:.3f}"
+                  + (f"; threshold {chosen['threshold']['threshold']:.2f}" if chosen.get("threshold") else "") + "\n")
         print(format_report(metrics))
         print(f"\nmodel saved to {model_dir}")
-    return {**metrics, "fit_seconds": round(fit_seconds, 3), "n_train": len(train.texts),
+    return {**metrics, **chosen, "fit_seconds": round(fit_seconds, 3), "n_train": len(train.texts),
             "n_test": len(test.texts), "head": args.head, "features": spec, "model": args.model,
             "model_dir": model_dir, "embedding": emb.summary()}
+
+
+def fit_selected(args, head, X_train, train, X_test, test):
+    """`fit`'s head: plain; with --class-weight balanced, weighing classes equally; with --select, the grid
+    setting (and, binary, --tune-threshold's threshold) with the best CV score, temperature-scaled on
+    out-of-fold probabilities as in bench. Returns (fitted head, what was chosen: {} when nothing was)."""
+    from bertfeat.classify.heads import balanced
+
+    if not args.select:
+        head = balanced(args.head, head, args.seed) if args.class_weight else head
+        return head.fit(X_train, np.asarray(train.labels)), {}
+    from bertfeat.classify.bench import run_bench
+
+    cv = args.cv
+    views = {"features": (X_train, X_test)}
+    _, (best, best_head, _, _), info = run_bench(views, train.labels, test.labels, [args.head], cv, True, args.seed,
+                                              n_jobs=1, select=args.select, class_weight=args.class_weight,
+                                              ensemble=False, tune_threshold=args.tune_threshold)
+    return best_head, {"select": args.select, "cv": cv, "cv_score": best.cv_score, "params": best.params,
+                       "temperature": best.temperature, "threshold": info.get("threshold"),
+                       "ece_raw": best.ece_raw, "ece": best.ece, "log_loss": best.log_loss}
 
 
 def fit_streamed(args, head, spec, train, texts, pairs):
@@ -290,7 +321,7 @@ def cmd_bench(args) -> dict:
                  r.accuracy, r.macro_f1, r.fit_seconds)
 
     t0 = time.perf_counter()
-    results, (best, best_head, best_metrics), selection = run_bench(
+    results, (best, best_head, best_metrics, best_probas), selection = run_bench(
         split, train.labels, test.labels, heads, args.cv, not args.no_tune, args.seed, progress, args.jobs,
         select=args.select, class_weight=args.class_weight, halving=halving, budget=args.budget,
         ensemble=args.vote, tune_threshold=args.tune_threshold)
@@ -311,8 +342,8 @@ def cmd_bench(args) -> dict:
         views[best.features] = feature_encoders(best.features, base_encoder(args))
     model_dir = save_model(args, os.path.join(out, "best-model"), best_head, best.head, best.features,
                            views[best.features], emb, summary, "bench")
-    files = write_report(out, rows, best.as_dict(), best_metrics, context, best_head, split[best.features][1],
-                         test.labels)
+    files = write_report(out, rows, best.as_dict(), best_metrics, context, best_probas,
+                         [str(c) for c in best_head.classes_], test.labels)
     if not args.json:
         print(table(rows))
         for s in selection["skipped"]:

@@ -83,6 +83,17 @@ def threshold_offsets(threshold: float) -> np.ndarray:
     return np.asarray([0.0, -float(np.log(threshold / (1 - threshold)))])
 
 
+def useful_temperature(proba: np.ndarray, y_idx: np.ndarray) -> float:
+    """``fit_temperature``'s T if it lowers the ECE of these (out-of-fold) probabilities, else 1.
+
+    A head whose probabilities are mostly exactly 0 or 1 (k nearest neighbours) gets a large T from the
+    log loss of its few sure mistakes, which then blurs its many sure hits: ECE rises, so it keeps T = 1.
+    """
+    t = fit_temperature(proba, y_idx)
+    known = y_idx >= 0
+    return t if ece(scale(proba[known], t), y_idx[known]) < ece(proba[known], y_idx[known]) else 1.0
+
+
 class Calibrated(ClassifierMixin, BaseEstimator):
     """A head whose probabilities are ``softmax(log(head.predict_proba(X)) / temperature + offsets)``.
 

@@ -1,8 +1,8 @@
 """A weighted soft vote of heads that may each read a different feature view.
 
 Members are chosen by greedy forward selection with replacement (Caruana et al., 2004) on the members'
-*out-of-fold* probabilities of the training set: start empty, add the member that most lowers the
-vote's log loss, repeat. The vote's own cross-validation score is estimated *nested*: for each fold,
+temperature-scaled *out-of-fold* probabilities of the training set: start empty, add the member that
+most raises the vote's CV score (the --select metric, ties broken by log loss), repeat 20 times. The vote's own cross-validation score is estimated *nested*: for each fold,
 the weights are chosen on the other folds' rows and scored on this fold's, so the rows that score the
 weights never chose them.
 """
@@ -17,9 +17,22 @@ from bertfeat.classify.calibration import log_loss
 STEPS = 20  # greedy additions: weights in steps of 1/20
 
 
+def _objective(proba: np.ndarray, y: np.ndarray, metric: str) -> float:
+    """The vote's ``metric`` on these rows, less a hundredth of its log loss: accuracy moves in steps of one
+    row, and the log loss breaks its ties towards the surer, better calibrated mix."""
+    pred = proba.argmax(1)
+    if metric == "macro_f1":
+        from sklearn.metrics import f1_score
+
+        score = f1_score(y, pred, labels=np.arange(proba.shape[1]), average="macro", zero_division=0)
+    else:
+        score = np.mean(pred == y)
+    return float(score) - 0.01 * log_loss(proba, y)
+
+
 def greedy_weights(probas: list[np.ndarray], y_idx: np.ndarray, rows: np.ndarray | None = None,
-                   steps: int = STEPS) -> np.ndarray:
-    """Weights (summing to 1) of the greedy soft vote that minimizes log loss on ``rows``.
+                   steps: int = STEPS, metric: str = "accuracy") -> np.ndarray:
+    """Weights (summing to 1) of the greedy soft vote that maximizes ``_objective`` on ``rows``.
 
     Ties go to the earlier member, so the same inputs always give the same weights.
     """
@@ -28,8 +41,8 @@ def greedy_weights(probas: list[np.ndarray], y_idx: np.ndarray, rows: np.ndarray
     y = y_idx[rows]
     total, counts = np.zeros_like(parts[0]), np.zeros(len(parts))
     for step in range(1, steps + 1):
-        losses = [log_loss((total + p) / step, y) for p in parts]
-        pick = int(np.argmin(losses))
+        scores = [_objective((total + p) / step, y, metric) for p in parts]
+        pick = int(np.argmax(scores))
         total += parts[pick]
         counts[pick] += 1
     return counts / steps
@@ -39,12 +52,12 @@ def vote(probas: list[np.ndarray], weights) -> np.ndarray:
     return sum(w * p for w, p in zip(weights, probas) if w)
 
 
-def nested_predictions(probas: list[np.ndarray], y_idx: np.ndarray, folds) -> tuple[np.ndarray, list]:
+def nested_predictions(probas: list[np.ndarray], y_idx: np.ndarray, folds, metric: str = "accuracy"):
     """Out-of-fold class indexes of the greedy vote, its weights chosen without the scored fold's rows."""
     pred = np.empty(len(y_idx), dtype=int)
     chosen = []
     for train_rows, test_rows in folds:
-        w = greedy_weights(probas, y_idx, train_rows)
+        w = greedy_weights(probas, y_idx, train_rows, metric=metric)
         chosen.append(w)
         pred[test_rows] = vote([p[test_rows] for p in probas], w).argmax(1)
     return pred, chosen

@@ -222,8 +222,8 @@ class Head:
     # with its own cross-validation. Empty: the defaults only.
     grid: dict = field(default_factory=dict)
     # Relative cost of one fit on 10,000 rows x 384 dims (Banking77's size; logreg = 1). bench starts the
-    # dearest jobs first, runs heads of cost <= 1 on every view and dearer ones only on the views that
-    # won, and predicts each fit's cost as cost x (rows / 10,000) ** scaling x (dims / 384).
+    # dearest jobs first, runs heads of cost <= 1 and scaling 1 on every view and the others only on the
+    # views that won, and predicts each fit's cost as cost x (rows / 10,000) ** scaling x (dims / 384).
     cost: float = 1
     scaling: float = 1  # fit cost grows as rows ** scaling (kernel and neighbour heads: 2)
     streaming: bool = False  # `fit` trains it from the cache shard by shard (partial_fit), not in memory
@@ -236,7 +236,7 @@ class Head:
 # mlp and torch early-stop on a validation split of their own, vote's members are already tuned, and a
 # lgbm grid costs most (77 trees a round on Banking77): they keep their defaults.
 HEADS = {
-    "knn": Head(knn, cost=0.5, scaling=2, default=False),
+    "knn": Head(knn, cost=0.5, scaling=2),
     "lgbm": Head(lgbm, cost=7, class_weight=("lgbmclassifier__class_weight",), default=False),
     "logreg": Head(logreg, {"C": [1.0, 10.0, 100.0]}, class_weight=("class_weight",)),
     "mlp": Head(mlp, cost=2, default=False),

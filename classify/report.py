@@ -7,7 +7,7 @@ import numpy as np
 
 from bertfeat.cache import atomic_write, atomic_write_json
 
-COLUMNS = [("head", "{:<8}"), ("features", "{:<22}"), ("cv_score", "{:>9.4f}"), ("accuracy", "{:>9.4f}"),
+COLUMNS = [("head", "{:<9}"), ("features", "{:<22}"), ("cv_score", "{:>9.4f}"), ("accuracy", "{:>9.4f}"),
            ("macro_f1", "{:>9.4f}"), ("log_loss", "{:>9.4f}"), ("ece_raw", "{:>8.4f}"), ("ece", "{:>8.4f}"),
            ("fit_seconds", "{:>8.1f}"), ("predict_ms_per_1k", "{:>9.1f}")]
 HEADERS = {"head": "head", "features": "features", "cv_score": "cv score", "accuracy": "accuracy",
@@ -47,7 +47,8 @@ def markdown(results: list[dict], best: dict, context: dict) -> str:
            "|" + "---|" * (len(cols) + 1)]
     for r in results:
         cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) and c not in ("fit_seconds", "predict_ms_per_1k")
-                 else (f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r.get(c, "-"))) for c in cols]
+                 else (f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r.get(c) if r.get(c) is not None else "-"))
+                 for c in cols]
         out.append("| " + " | ".join(cells) + f" | {_params_text(r['params'])} |")
     out += ["", f"**Best by CV:** {best['head']} on {best['features']} — CV {best['cv_score']:.4f}, "
                 f"test accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}, ECE {best['ece_raw']:.4f} "
@@ -61,10 +62,10 @@ def markdown(results: list[dict], best: dict, context: dict) -> str:
     return "\n".join(out)
 
 
-def write_report(out: str, results: list[dict], best: dict, best_metrics: dict, context: dict, head=None,
-                 X_test=None, y_test=None) -> list[str]:
-    """Write results.json, results.md, comparison.png, confusion.png and (given the best head and the test
-    set) reliability.png under ``out``; returns the paths."""
+def write_report(out: str, results: list[dict], best: dict, best_metrics: dict, context: dict, probas=None,
+                 classes=None, y_test=None) -> list[str]:
+    """Write results.json, results.md, comparison.png, confusion.png and (given the best head's test
+    probabilities before and after calibration) reliability.png under ``out``; returns the paths."""
     os.makedirs(out, exist_ok=True)
     atomic_write_json(os.path.join(out, "results.json"), {"results": results, "best": best, "context": context})
     atomic_write(os.path.join(out, "results.md"), lambda fh: fh.write(markdown(results, best, context).encode()))
@@ -72,15 +73,15 @@ def write_report(out: str, results: list[dict], best: dict, best_metrics: dict, 
     paths = [os.path.join(out, n) for n in names]
     _comparison_plot(results, paths[2])
     _confusion_plot(best_metrics, f"{best['head']} on {best['features']}", paths[3])
-    if head is not None:
+    if probas is not None:
         paths.append(os.path.join(out, "reliability.png"))
-        reliability_plot(head, X_test, y_test, f"{best['head']} on {best['features']}", paths[-1])
+        reliability_plot(probas, classes, y_test, f"{best['head']} on {best['features']}", paths[-1])
     return paths
 
 
-def reliability_plot(head, X_test, y_test, title: str, path: str) -> None:
-    """Reliability diagram of the head's test probabilities, before (its ``estimator_``, when it wraps one)
-    and after temperature scaling: accuracy against confidence per bin; the diagonal is perfect calibration."""
+def reliability_plot(probas, classes, y_test, title: str, path: str) -> None:
+    """Reliability diagram of test probabilities ``(raw, calibrated)``: accuracy against confidence per
+    bin, before and after temperature scaling; the diagonal is perfect calibration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,13 +89,10 @@ def reliability_plot(head, X_test, y_test, title: str, path: str) -> None:
 
     from bertfeat.classify.calibration import ece, label_index, reliability
 
-    y_idx = label_index(head.classes_, y_test)
-    curves = {"calibrated": head.predict_proba(X_test)}
-    if hasattr(head, "estimator_"):
-        curves = {"raw": head.estimator_.predict_proba(X_test), **curves}
+    y_idx = label_index(classes, [str(v) for v in y_test])
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--")
-    for name, proba in curves.items():
+    for name, proba in zip(("raw", "calibrated"), probas):
         rel = reliability(proba, y_idx)
         ax.plot(rel["confidence"], rel["accuracy"], marker="o", label=f"{name}: ECE {ece(proba, y_idx):.4f}")
     ax.set_xlabel("confidence (top class probability)")
@@ -117,6 +115,7 @@ def _comparison_plot(results: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if r.get("accuracy") is not None]  # screened-out rows have no test score
     labels = [f"{r['head']}\n{r['features']}" for r in results]
     x = np.arange(len(results))
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(max(6, 1.1 * len(results)), 6.5), sharex=True,

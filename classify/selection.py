@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bertfeat.classify.calibration import fit_temperature, label_index, scale
+from bertfeat.classify.calibration import label_index, scale, useful_temperature
 from bertfeat.classify.heads import head_info
 
 SCORES = ("accuracy", "macro_f1")
@@ -126,29 +126,40 @@ class Runner:
         self.seed, self.class_weight = seed, class_weight
         self.n_jobs = n_jobs or os.cpu_count() or 1
         self.scored: dict[Candidate, Scored] = {}
+        self._done: dict[Candidate, dict] = {}  # candidate -> fold -> (proba, classes, seconds)
         self.on_scored = on_scored
 
-    def cross_validate(self, candidates: list[Candidate]) -> list[Scored]:
-        todo = [c for c in candidates if c not in self.scored]
-        calls = [(_fold_job, (c, self.views[c.features][0], self.y, tr, te, self.seed, self.class_weight))
-                 for c in todo for tr, te in self.folds]
+    def cross_validate(self, candidates: list[Candidate], fold_ids=None) -> list[Scored]:
+        """OOF probabilities on the folds ``fold_ids`` (default: all) that a candidate has not done yet;
+        its CV score covers the rows of every fold it has done."""
+        fold_ids = list(range(len(self.folds))) if fold_ids is None else list(fold_ids)
+        todo = [(c, f) for c in candidates for f in fold_ids if f not in self._done.get(c, {})]
+        calls = [(_fold_job, (c, self.views[c.features][0], self.y, *self.folds[f], self.seed, self.class_weight))
+                 for c, f in todo]
         # dearest first, so the workers finish together
-        order = sorted(range(len(calls)), key=lambda i: -head_info(calls[i][1][0].head).cost)
+        order = sorted(range(len(calls)), key=lambda i: -head_info(todo[i][0].head).cost)
         done = dict(zip(order, _parallel([calls[i] for i in order], self.n_jobs)))
-        for ci, cand in enumerate(todo):
+        for i, (cand, f) in enumerate(todo):
+            self._done.setdefault(cand, {})[f] = done[i]
+        for cand in dict.fromkeys(candidates):
             oof = np.zeros((len(self.y), len(self.classes)))
-            seconds = 0.0
-            for fi, (_, te) in enumerate(self.folds):
-                proba, head_classes, s = done[ci * len(self.folds) + fi]
+            rows, seconds = [], 0.0
+            for f, (proba, head_classes, s) in sorted(self._done[cand].items()):
+                te = self.folds[f][1]
                 oof[np.ix_(te, label_index(self.classes, head_classes))] = proba
+                rows.append(te)
                 seconds += s
-            pred = oof.argmax(1)
-            scored = Scored(cand, oof, cv_score(self.y_idx, pred, len(self.classes)), seconds,
-                            fit_temperature(oof, self.y_idx))
+            rows = np.sort(np.concatenate(rows))
+            full = len(self._done[cand]) == len(self.folds)
+            scored = Scored(cand, oof, cv_score(self.y_idx[rows], oof[rows].argmax(1), len(self.classes)), seconds,
+                            useful_temperature(oof[rows], self.y_idx[rows]), {"cv_folds": len(self._done[cand])})
             self.scored[cand] = scored
-            if self.on_scored:
+            if full and self.on_scored:
                 self.on_scored(scored)
         return [self.scored[c] for c in candidates]
+
+    def complete(self, s: Scored) -> bool:
+        return s.extra["cv_folds"] == len(self.folds)
 
     def refit(self, candidates: list[Candidate]) -> list[tuple]:
         calls = [(_refit_job, (c, self.views[c.features][0], self.y, self.views[c.features][1], self.seed,
@@ -158,8 +169,9 @@ class Runner:
         return [done[i] for i in range(len(calls))]
 
     def ranked(self, select: str) -> list[Scored]:
-        """Best CV ``select`` score first; ties in the fixed candidate order."""
-        return sorted(self.scored.values(), key=lambda s: (-round(s.cv[select], 10), s.candidate.key))
+        """Fully cross-validated candidates, best CV ``select`` score first; ties in the fixed candidate order."""
+        full = [s for s in self.scored.values() if self.complete(s)]
+        return sorted(full, key=lambda s: (-round(s.cv[select], 10), s.candidate.key))
 
     def calibrated_oof(self, s: Scored) -> np.ndarray:
         return scale(s.oof, s.temperature)
@@ -174,32 +186,43 @@ def grid_points(head: str, tune: bool) -> list[tuple]:
     return [tuple(zip(names, values)) for values in product(*(grid[n] for n in names))] or [()]
 
 
+def _cheap(head: str) -> bool:
+    """Round 1 material: at most a logistic regression's cost, growing no faster than the rows."""
+    return head_info(head).cost <= 1 and head_info(head).scaling <= 1
+
+
 def plan(views: list[str], heads: list[str], n_rows: int, dims: dict, tune: bool, budget: float | None,
-         screen_scores=None):
-    """Round 1: the cheap heads (``Head.cost`` <= 1) at every grid point on every view. Round 2 (given
-    round 1's per-view scores): the other heads on the views ranked best in round 1, best view first,
-    while the predicted cost fits ``budget``. Returns (round 1 or 2 candidates, skipped [(candidate, why)]).
+         n_folds: int, screen_scores=None):
+    """Successive halving across candidates, folds as the resource.
+
+    Round 1 (``screen_scores`` None): the cheap heads (``_cheap``) on every view, on the first fold
+    only. Round 2 (given round 1's best score per view): on the better half of the views, the cheap heads'
+    other folds and the dearer heads on every fold, best view first, cheaper head first, while the predicted
+    cost (all folds and the refit) fits ``budget``. Returns (candidates, skipped [(candidate, why)]).
     """
-    cheap = [h for h in heads if head_info(h).cost <= 1]
-    dear = [h for h in heads if head_info(h).cost > 1]
+    cheap = [h for h in heads if _cheap(h)]
+    dear = sorted((h for h in heads if not _cheap(h)), key=lambda h: (head_info(h).cost, h))
     if screen_scores is None:
         return [Candidate(h, v, p) for v in views for h in cheap for p in grid_points(h, tune)], []
     budget = default_budget(n_rows) if budget is None else budget
     keep = max(1, math.ceil(len(views) / 2))  # halving: the better half of the views survive
     by_score = sorted(views, key=lambda v: (-screen_scores[v], views.index(v)))
     survivors, losers = by_score[:keep], by_score[keep:]
-    run, skipped, spent = [], [], 0.0
+    run = [Candidate(h, v, p) for v in survivors for h in cheap for p in grid_points(h, tune)]
+    skipped, spent = [], 0.0
     for view in survivors:
-        for h in sorted(dear, key=lambda h: (head_info(h).cost, h)):
+        for h in dear:
             for p in grid_points(h, tune):
-                cost = predicted_cost(h, n_rows, dims[view]) * 1  # per fit; the folds are counted below
+                cost = predicted_cost(h, n_rows, dims[view]) * (n_folds + 1)
                 if spent + cost > budget:
-                    skipped.append((Candidate(h, view, p), f"predicted cost {cost:.0f} units over the budget "
-                                                           f"left ({max(budget - spent, 0):.0f} of {budget:.0f})"))
+                    skipped.append((Candidate(h, view, p), f"predicted cost {cost:.0f} units (all folds and the "
+                                                           f"refit) over the budget left, {max(budget - spent, 0):.0f}"
+                                                           f" of {budget:.0f}"))
                     continue
                 spent += cost
                 run.append(Candidate(h, view, p))
     for view in losers:
-        for h in dear:
-            skipped.append((Candidate(h, view), "view not among the best half in round 1"))
+        for h in heads:
+            skipped.append((Candidate(h, view), "view not in the better half after round 1 (first fold only)"
+                            if _cheap(h) else "view not in the better half after round 1"))
     return run, skipped

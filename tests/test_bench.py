@@ -5,6 +5,8 @@ import os
 import numpy as np
 
 from bertfeat.classify.bench import balanced_sample, mteb_protocol, run_bench
+from bertfeat.classify.calibration import Calibrated, ece, fit_temperature, label_index, log_loss
+from bertfeat.classify.heads import make_head
 from conftest import DEMO_TEST, DEMO_TRAIN, run_cli, run_json
 
 
@@ -19,9 +21,11 @@ def test_bench_json_files_and_best_model(tmp_path):
     for r in rows:
         assert {"head", "features", "cv_score", "accuracy", "macro_f1", "fit_seconds", "predict_seconds",
                 "params"} <= set(r)
-    assert [r["macro_f1"] for r in rows] == sorted((r["macro_f1"] for r in rows), reverse=True)
+    assert [r["cv_score"] for r in rows] == sorted((r["cv_score"] for r in rows), reverse=True)
     assert result["best"]["cv_score"] == max(r["cv_score"] for r in rows)
-    for name in ("results.json", "results.md", "comparison.png", "confusion.png"):
+    for r in rows:  # honest probabilities: test log loss and ECE before / after temperature scaling
+        assert r["log_loss"] > 0 and 0 <= r["ece"] <= 1 and 0 <= r["ece_raw"] <= 1 and r["temperature"] > 0
+    for name in ("results.json", "results.md", "comparison.png", "confusion.png", "reliability.png"):
         assert (out / name).stat().st_size > 0, name
     assert json.load(open(out / "results.json"))["best"] == result["best"]
     # The best model is a model folder that predict accepts, with the same test accuracy.
@@ -46,8 +50,8 @@ def test_bench_table_and_binary_scores(tmp_path):
 def test_run_bench_in_process_matches_parallel(demo_vectors):
     X_train, y_train, X_test, y_test = demo_vectors
     views = {"mean": (X_train, X_test)}
-    one, best1 = run_bench(views, y_train, y_test, ["logreg", "knn"], cv=2, n_jobs=1)
-    two, best2 = run_bench(views, y_train, y_test, ["logreg", "knn"], cv=2, n_jobs=2)
+    one, best1, _ = run_bench(views, y_train, y_test, ["logreg", "knn"], cv=2, n_jobs=1)
+    two, best2, _ = run_bench(views, y_train, y_test, ["logreg", "knn"], cv=2, n_jobs=2)
     strip = lambda rs: [(r.head, r.cv_score, r.accuracy, r.params) for r in rs]  # noqa: E731
     assert strip(one) == strip(two) and best1[0].head == best2[0].head
 
@@ -76,3 +80,95 @@ def test_bench_mteb_mode_cli(tmp_path):
 def test_bench_rejects_unknown_heads(tmp_path):
     proc = run_cli("bench", "--train", DEMO_TRAIN, "--heads", "logreg,xgb", cache=tmp_path / "c")
     assert proc.returncode == 2 and "unknown head 'xgb'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_temperature_scaling_lowers_ece_on_held_out_real_data(demo_vectors):
+    """T fit on out-of-fold probabilities of the training rows only; scored on the held-out test rows."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    X_train, y_train, X_test, y_test = demo_vectors
+    folds = StratifiedKFold(3, shuffle=True, random_state=0)
+    oof = cross_val_predict(make_head("svm"), X_train, y_train, cv=folds, method="predict_proba")
+    head = make_head("svm").fit(X_train, y_train)
+    temperature = fit_temperature(oof, label_index(head.classes_, y_train))
+    calibrated = Calibrated.from_fitted(head, temperature)
+    y_idx = label_index(head.classes_, y_test)
+    raw, scaled = head.predict_proba(X_test), calibrated.predict_proba(X_test)
+    assert ece(scaled, y_idx) < 0.5 * ece(raw, y_idx)  # the SVM's softmax scores: 0.26 -> 0.03 here
+    assert log_loss(scaled, y_idx) < log_loss(raw, y_idx)
+    assert list(calibrated.predict(X_test)) == list(head.predict(X_test))  # one T never changes a decision
+
+
+def _imbalanced(tmp_path, minority="account", keep_every=10, binary_with=None):
+    """The demo training set with one class cut to every 10th row (6 of 64); optionally only two classes."""
+    lines = open(DEMO_TRAIN, encoding="utf-8").read().splitlines()
+    seen, rows = 0, [lines[0]]
+    for line in lines[1:]:
+        label = line.rsplit(",", 1)[1]
+        if binary_with and label not in (minority, binary_with):
+            continue
+        if label == minority:
+            seen += 1
+            if seen % keep_every:
+                continue
+        rows.append(line)
+    path = tmp_path / f"imbalanced-{binary_with or 'all'}.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_class_weight_balanced_and_select_macro_f1_in_fit(tmp_path):
+    train, cache = _imbalanced(tmp_path), tmp_path / "c"
+    plain = run_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--out", tmp_path / "p",
+                     cache=cache)
+    weighted = run_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--class-weight",
+                        "balanced", "--out", tmp_path / "w", cache=cache)
+    # 6 'account' rows against 64 of each other class: unweighted, the head almost never says 'account'
+    assert weighted["per_class"]["account"]["recall"] > plain["per_class"]["account"]["recall"] + 0.3
+    assert weighted["macro_f1"] > plain["macro_f1"] + 0.05
+    # knn has no class weights: balanced means oversampled rows, and it helps the same way
+    knn = [run_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "knn", *extra, "--out",
+                    tmp_path / f"k{len(extra)}", cache=cache) for extra in ((), ("--class-weight", "balanced"))]
+    assert knn[1]["per_class"]["account"]["recall"] > knn[0]["per_class"]["account"]["recall"]
+    chosen = run_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--class-weight",
+                      "balanced", "--select", "macro_f1", "--out", tmp_path / "s", cache=cache)
+    assert chosen["select"] == "macro_f1" and set(chosen["params"]) == {"C"} and chosen["temperature"] > 0
+    assert chosen["per_class"]["account"]["recall"] > plain["per_class"]["account"]["recall"] + 0.3
+
+
+def test_select_macro_f1_class_weight_and_threshold_in_bench(tmp_path):
+    train, cache = _imbalanced(tmp_path, binary_with="billing"), tmp_path / "c"
+    test = tmp_path / "test.csv"
+    test.write_text("\n".join(ln for ln in open(DEMO_TEST, encoding="utf-8").read().splitlines()
+                              if not ln.endswith((",delivery", ",returns", ",technical"))) + "\n")
+    result = run_json("bench", "--train", train, "--test", test, "--heads", "logreg,knn", "--features", "mean",
+                      "--select", "macro_f1", "--class-weight", "balanced", "--tune-threshold", "--out",
+                      tmp_path / "b", cache=cache)
+    for r in result["results"]:
+        assert r["cv_score"] == r["cv_macro_f1"]  # ranked by CV macro-F1, not accuracy
+    assert result["best"]["cv_score"] == max(r["cv_score"] for r in result["results"])
+    context = json.load(open(tmp_path / "b" / "results.json"))["context"]
+    assert context["select"] == "macro_f1" and context["class_weight"] == "balanced"
+    threshold = result["selection"]["threshold"]
+    assert 0 < threshold["threshold"] < 1 and "nested_cv" in threshold and isinstance(threshold["kept"], bool)
+    # the saved model says what predict will do: same test accuracy from the folder
+    preds = run_json("predict", "--model-dir", result["model_dir"], "--data", test, cache=cache)
+    assert np.mean([p["label"] == p["true_label"] for p in preds]) == result["best"]["accuracy"]
+
+
+def test_default_bench_chooses_views_and_heads_the_same_way_twice(tmp_path):
+    """No --heads, no --features: candidate views x heads by successive halving; two identical runs save the
+    same head, view and parameters, and the loaded models give the same probabilities."""
+    cache = tmp_path / "c"
+    runs = [run_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--out", tmp_path / f"r{i}", cache=cache)
+            for i in (1, 2)]
+    features = {r["features"] for r in runs[0]["results"]}
+    assert {"mean", "mean+max", "mean+mean@-2"} <= features  # round 1 ran on every candidate view
+    assert runs[0]["best"]["head"] == runs[1]["best"]["head"]
+    assert runs[0]["best"]["features"] == runs[1]["best"]["features"]
+    assert runs[0]["best"]["params"] == runs[1]["best"]["params"]
+    assert runs[0]["selection"] == runs[1]["selection"]
+    manifests = [json.load(open(os.path.join(r["model_dir"], "manifest.json"))) for r in runs]
+    assert manifests[0]["features"] == manifests[1]["features"] == runs[0]["best"]["features"]
+    probas = [run_json("predict", "--model-dir", r["model_dir"], "--data", DEMO_TEST, cache=cache) for r in runs]
+    assert probas[0] == probas[1]
