@@ -100,7 +100,7 @@ def main() -> None:
     p.add_argument("--test", default=None)
     p.add_argument("--samples-per-label", type=int, default=8)
     p.add_argument("--n-experiments", type=int, default=3)
-    p.add_argument("--seed", type=int, default=42, help="seed of the samples (bench's MTEB default is 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (0: those of bench --samples-per-label)")
     p.add_argument("--setfit-python", default=None,
                    help="interpreter with the setfit library (default: skip the library side)")
     args = p.parse_args()

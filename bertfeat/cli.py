@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full: encoder + mean pooling + linear layer, cross-entropy; setfit: contrastive pairs, "
                         "then logistic regression (default: %(default)s)")
     g.add_argument("--model", default=DEFAULT_MODEL, help="base model: Hugging Face id or local folder")
-    g.add_argument("--epochs", type=int, default=None, help="most epochs (full: 10, early stopping; setfit: 1)")
+    g.add_argument("--epochs", type=int, default=None, help="most epochs (full: 5, early stopping; setfit: 1)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate of the body (full: 1e-4; setfit: 2e-5)")
     g.add_argument("--batch-size", dest="ft_batch_size", type=int, default=None,
                    help="texts (full: 32) or pairs (setfit: 16) per optimizer step; micro-batched to fit memory")

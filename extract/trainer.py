@@ -111,6 +111,17 @@ class Trainer:
         pairs = sample_pairs(self.y[rows], self.s.pairs_per_text, self.s.max_pairs, rng)
         return np.stack([rows[pairs[:, 0]], rows[pairs[:, 1]], pairs[:, 2]], 1)
 
+    def _bucketed(self, rng: np.random.Generator) -> np.ndarray:
+        """Training rows in a random order whose batches hold texts of similar length (less padding to
+        compute): a shuffle, sorted by length within windows of 50 batches, then the batches shuffled."""
+        bs = self.s.batch_size
+        order = self.train_rows[rng.permutation(len(self.train_rows))]
+        window = 50 * bs
+        order = np.concatenate([w[np.argsort(self.lengths[w], kind="stable")]
+                                for w in np.array_split(order, max(1, -(-len(order) // window)))])
+        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
     def _lr_factor(self, step: int) -> float:
         warm = max(1, int(WARMUP * self.total_steps))
         if step < warm:
@@ -146,7 +157,7 @@ class Trainer:
 
         self.net.train()
         if self.s.method == "full":
-            order = self.train_rows[np.random.default_rng([self.s.seed, epoch]).permutation(len(self.train_rows))]
+            order = self._bucketed(np.random.default_rng([self.s.seed, epoch]))
             items = [([int(r)], int(self.y[r])) for r in order]
         else:
             items = [([int(a), int(b)], float(t)) for a, b, t in self._pairs(epoch)]
