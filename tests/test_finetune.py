@@ -6,7 +6,6 @@ per process made these runs three times slower; the code path is the same.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +23,8 @@ def _env(**extra):
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **FAST, **extra}
 
 
-def _cli(*args, check=0, env=None):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *map(str, args)], cwd=ROOT,
+def _cli(*args, check=0, env=None, cwd=ROOT):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *map(str, args)], cwd=cwd,
                           env=env or _env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
@@ -98,16 +97,17 @@ def test_bench_finetune_adds_a_marked_row_beside_the_frozen_heads(tmp_path, tiny
     out = tmp_path / "bench"
     proc = _cli("bench", "--train", train, "--test", DEMO_TEST, "--model", tiny_bert, "--heads", "logreg",
                 "--features", "mean", "--no-tune", "--cv", "2", "--finetune", "full", "--finetune-epochs", "1", "--max-length", "24",
-                "--out", out, "--quiet", "--cache-dir", tmp_path / "cache")
+                "--out", out, "--quiet", "--cache-dir", tmp_path / "cache", cwd=tmp_path)
     lines = proc.stdout.splitlines()
     assert any(line.startswith("logreg ") for line in lines)
     assert any(line.startswith("full-ft ") and "tuned mean" in line for line in lines)
     rows = json.load(open(out / "results.json"))["results"]
     tuned = [r for r in rows if r.get("fine_tuned")]
     assert len(tuned) == 1 and len(rows) == 2 and tuned[0]["fit_seconds"] > 0
+    # Its model folder is where finetune puts one (runs/ of the working folder), complete.
+    assert tuned[0]["model_dir"].startswith(str(tmp_path / "runs"))
     assert os.path.isfile(os.path.join(tuned[0]["model_dir"], "manifest.json"))
     assert "tuned mean" in open(out / "results.md").read()
-    shutil.rmtree(tuned[0]["model_dir"])  # it lives under runs/ like any finetune folder
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
