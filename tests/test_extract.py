@@ -319,3 +319,19 @@ def test_embedder_tokenizes_one_window_at_a_time_and_commits_it_before_the_next(
     again = Embedder([encoder], str(cache), window=100)(texts, progress=False)
     assert (windowed.n_embedded, again.n_cached) == (250, 250)
     assert again.vectors[0].tobytes() == windowed.vectors[0].tobytes()
+
+
+def test_embed_command_reads_and_embeds_one_window_of_rows_at_a_time(tmp_path, monkeypatch, capsys):
+    from conftest import generated_rows
+    from bertfeat.cli import main
+    from bertfeat.extract.pipeline import Embedder
+
+    data = generated_rows(tmp_path / "d.csv", 0, 250)
+    sizes, embed_part = [], Embedder._embed
+    monkeypatch.setattr(Embedder, "_embed", lambda self, texts, *a: (sizes.append(len(texts)),
+                                                                     embed_part(self, texts, *a))[1])
+    assert main(["embed", "--data", data, "--window", "100", "--cache-dir",
+                 str(tmp_path / "cache"), "--json", "--quiet"]) == 0
+    assert sizes == [100, 100, 50]  # the whole file is never in memory at once
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["n_texts"], summary["n_unique"], summary["n_embedded"]) == (250, 250, 250)
