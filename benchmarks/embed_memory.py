@@ -12,6 +12,9 @@ Examples::
     python benchmarks/embed_memory.py --n 4000 40000 --window 5000 --precision int8   # a tenth of the scale
     git worktree add /tmp/bf-before <commit>                               # the code to compare with, then:
     python benchmarks/embed_memory.py --n 40000 400000 --precision int8 --before /tmp/bf-before --repeat 2
+
+``--before`` runs the older checkout on every size as well (its peak grows with the corpus where this one's
+should not) and alternates the extra runs on the smallest corpus, so a drift in machine load hits both.
 """
 from __future__ import annotations
 
@@ -37,10 +40,10 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="embed --precision (default: %(default)s)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="a CSV with a 'text' column (default: SST-2 train)")
     parser.add_argument("--before", metavar="CHECKOUT",
-                        help="another bertfeat checkout (e.g. a git worktree of an older commit): embed the "
-                             "smallest corpus with it too and compare throughput")
+                        help="another bertfeat checkout (e.g. a git worktree of an older commit): measure it too, "
+                             "and compare throughput on the smallest corpus")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="throughput runs per checkout on the smallest corpus, alternating; the fastest counts")
+                        help="runs per checkout on the smallest corpus, alternating; the fastest counts for texts/s")
     parser.add_argument("--window", type=int, default=None,
                         help="embed --window for this checkout (texts tokenized together; default: embed's "
                              "50,000): scale it with --n to run the same comparison smaller")
@@ -61,18 +64,14 @@ def main() -> None:
         embed(root, warm, fresh(work), args.precision, env)
     flags = {"this": ["--window", str(args.window)] if args.window else [], "before": []}
 
-    runs = []
-    for n in sizes:  # the memory comparison: this checkout on every size
-        runs.append({"checkout": "this", "n": n, **embed(ROOT, files[n], fresh(work), args.precision, env,
-                                                          flags["this"])})
-    for rep in range(args.repeat if args.before else 0):  # throughput: alternate, so load drifts hit both
-        for name in (("this", "before") if rep % 2 == 0 else ("before", "this")):
-            if name == "this" and rep == 0:
-                continue  # the first run of this checkout on the smallest corpus is the one above
-            runs.append({"checkout": name, "n": sizes[0],
-                         **embed(checkouts[name], files[sizes[0]], fresh(work), args.precision, env,
-                                 flags[name])})
-    report(args, runs, sizes)
+    def run(name: str, n: int) -> dict:
+        return {"checkout": name, "n": n, **embed(checkouts[name], files[n], fresh(work), args.precision, env,
+                                                  flags[name])}
+
+    runs = [run(name, n) for name in checkouts for n in sizes]  # memory: every checkout on every size
+    for rep in range(1, args.repeat if args.before else 1):  # more throughput samples, alternating the order
+        runs += [run(name, sizes[0]) for name in (("before", "this") if rep % 2 else ("this", "before"))]
+    report(args, runs, sizes, list(checkouts))
 
 
 def combined_texts(path: str, n: int, seed: int) -> list[str]:
@@ -120,15 +119,17 @@ def embed(root: str, data: str, cache: str, precision: str, env: dict, flags: li
             "precision": summary["precision"]}
 
 
-def report(args, runs: list[dict], sizes: list[int]) -> None:
-    small = [r for r in runs if r["checkout"] == "this" and r["n"] == sizes[0]]
-    large = [r for r in runs if r["checkout"] == "this" and r["n"] == sizes[-1]]
+def report(args, runs: list[dict], sizes: list[int], checkouts: list[str]) -> None:
+    def of(name, n):
+        return [r for r in runs if r["checkout"] == name and r["n"] == n]
+
     result = {"runs": runs, "sizes": [sizes[0], sizes[-1]], "window": args.window}
-    if len(sizes) > 1:
-        result["peak_ratio"] = large[0]["peak_rss_mib"] / small[0]["peak_rss_mib"]
-    before = [r for r in runs if r["checkout"] == "before"]
-    if before:
-        result["throughput_vs_before"] = max(r["texts_per_s"] for r in small) / max(r["texts_per_s"] for r in before)
+    if len(sizes) > 1:  # the first run of each size (the memory runs)
+        result["peak_ratio"] = {name: of(name, sizes[-1])[0]["peak_rss_mib"] / of(name, sizes[0])[0]["peak_rss_mib"]
+                                for name in checkouts}
+    if "before" in checkouts:
+        fastest = {name: max(r["texts_per_s"] for r in of(name, sizes[0])) for name in checkouts}
+        result["throughput_vs_before"] = fastest["this"] / fastest["before"]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -136,9 +137,9 @@ def report(args, runs: list[dict], sizes: list[int]) -> None:
     for r in runs:
         print(f"{r['checkout']:<9}{r['n']:>9}{r['precision'] or '-':>11}{r['peak_rss_mib']:>14.0f}"
               f"{r['wall_s']:>9.1f}{r['embed_s']:>9.1f}{r['texts_per_s']:>9.0f}")
-    if len(sizes) > 1:
-        print(f"peak RSS {sizes[-1]:,} / {sizes[0]:,} texts: {result['peak_ratio']:.3f} (target <= 1.25)")
-    if before:
+    for name, ratio in result.get("peak_ratio", {}).items():
+        print(f"peak RSS {sizes[-1]:,} / {sizes[0]:,} texts, {name}: {ratio:.3f}" + (" (target <= 1.25)" if name == "this" else ""))
+    if "before" in checkouts:
         print(f"throughput this / before on {sizes[0]:,} texts (fastest of each): "
               f"{result['throughput_vs_before']:.3f} (target >= 0.95)")
 
