@@ -159,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tune", action="store_true", help="each head's default setting only, no grid")
     p.add_argument("--budget", type=float, default=None, metavar="UNITS",
                    help="default bench: cost units for the dearer heads (one unit ~ a logistic-regression fit "
-                        "on 10,000 x 384; default: 120 x sqrt(rows / 10,000)); what it skips is reported")
+                        "on 10,000 x 384; default: 60 x sqrt(rows / 10,000)); what it skips is reported")
     p.add_argument("--no-vote", dest="vote", action="store_false",
-                   help="no soft vote of the top candidates, single heads only")
+                   help="default bench: no soft vote of the candidates, single heads only (with --heads or "
+                        "--features there is none: every listed head on every listed view)")
     _selection_flags(p, fit=False)
     p.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: one per core)")
     p.add_argument("--samples-per-label", type=int, default=0,

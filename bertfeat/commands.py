@@ -233,8 +233,9 @@ def fit_selected(args, head, X_train, train, X_test, test):
         head = balanced(args.head, head, args.seed) if args.class_weight else head
         return head.fit(X_train, np.asarray(train.labels)), {}
     from bertfeat.classify.bench import run_bench
+    from bertfeat.classify.tuning import fold_count
 
-    cv = args.cv
+    cv = fold_count(train.labels, args.cv, train.source)
     views = {"features": (X_train, X_test)}
     _, (best, best_head, _, _), info = run_bench(views, train.labels, test.labels, [args.head], cv, True, args.seed,
                                               n_jobs=1, select=args.select, class_weight=args.class_weight,
@@ -324,7 +325,7 @@ def cmd_bench(args) -> dict:
     results, (best, best_head, best_metrics, best_probas), selection = run_bench(
         split, train.labels, test.labels, heads, args.cv, not args.no_tune, args.seed, progress, args.jobs,
         select=args.select, class_weight=args.class_weight, halving=halving, budget=args.budget,
-        ensemble=args.vote, tune_threshold=args.tune_threshold)
+        ensemble=args.vote and halving, tune_threshold=args.tune_threshold)
     rows = [r.as_dict() for r in results]
     if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV
         rows += finetune_rows(args, ft_methods, train, test)
