@@ -236,7 +236,7 @@ class Head:
 # mlp and torch early-stop on a validation split of their own, vote's members are already tuned, and a
 # lgbm grid costs most (77 trees a round on Banking77): they keep their defaults.
 HEADS = {
-    "knn": Head(knn, cost=0.5, scaling=2),
+    "knn": Head(knn, {"n_neighbors": [5, 10, 25]}, cost=0.5, scaling=2),
     "lgbm": Head(lgbm, cost=7, class_weight=("lgbmclassifier__class_weight",), default=False),
     "logreg": Head(logreg, {"C": [1.0, 10.0, 100.0]}, class_weight=("class_weight",)),
     "mlp": Head(mlp, cost=2, default=False),
