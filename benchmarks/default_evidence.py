@@ -76,7 +76,7 @@ def main() -> None:
     best = np.mean(oofs[order[0]].argmax(1) == y_idx)
     outer = list(StratifiedKFold(args.folds, shuffle=True, random_state=1).split(y, y))
     print(f"\nbest single: {order[0]} {best:.4f}")
-    for top in (3, 6, len(order)):
+    for top in sorted({min(3, len(order)), min(6, len(order)), len(order)}):
         probas = [oofs[c] for c in order[:top]]
         for metric, label in (("log_loss", "log loss"), ("accuracy", "accuracy")):
             if metric == "log_loss":  # the log-loss-only objective, for comparison
