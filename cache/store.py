@@ -322,6 +322,7 @@ class VectorStore:
         shard = hashlib.sha256(keys.tobytes() + vectors.tobytes()).hexdigest()[:24]
         keys_path, vec_path, meta_path = self._paths(shard)
         if not self._committed(shard):
+            placed = []  # array files this writer renamed into place where none was
             try:
                 self._hold(create=True)
                 encoder_json = os.path.join(self.folder, "encoder.json")
@@ -332,16 +333,24 @@ class VectorStore:
                     self._marked = True
                 # Serialized once in memory: the checksum comes from the bytes written, not a re-read.
                 keys_bytes, vec_bytes = _npy_bytes(keys), _npy_bytes(vectors)
-                atomic_write(keys_path, lambda fh: fh.write(keys_bytes))
-                atomic_write(vec_path, lambda fh: fh.write(vec_bytes))
+                for path, data in ((keys_path, keys_bytes), (vec_path, vec_bytes)):
+                    new = not os.path.exists(path)
+                    atomic_write(path, lambda fh, data=data: fh.write(data))
+                    if new:
+                        placed.append(path)
                 meta = {"rows": int(len(keys)), "dim": int(vectors.shape[1]), "created": time.time(),
                         "keys_sha256": hashlib.sha256(keys_bytes).hexdigest(),
                         "vectors_sha256": hashlib.sha256(vec_bytes).hexdigest()}
                 atomic_write_json(meta_path, meta)
             except OSError as exc:
-                # atomic_write removed its own temp file. Arrays already renamed into place stay: they may be
-                # another writer's committed files (same name, same bytes); ours, uncommitted, are never
-                # served, and `cache prune --leftovers` removes them.
+                # atomic_write removed its own temp file. Arrays this writer placed go too, unless another
+                # writer has meanwhile committed the same shard (same name, same bytes: then they are its).
+                if not os.path.exists(meta_path):
+                    for path in placed:
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
                 raise storage_error(self.root, exc) from None
         if self._index is not None:
             for row, key in enumerate(keys.tolist()):
