@@ -6,138 +6,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 
 import numpy as np
 
 from bertfeat.errors import BertfeatError
+from bertfeat.steps import (base_encoder, cache_dir, check_flags, default_out, default_view, embed_views,
+                            embedder, read_labelled, save_model, window_texts)
 
 log = logging.getLogger("bertfeat")
-
-
-# -- shared steps ------------------------------------------------------------------------------
-def base_encoder(args):
-    from bertfeat.extract import BertEncoder
-
-    return BertEncoder(model=args.model, pooling=args.pooling, layers=args.layers, max_length=args.max_length,
-                       long=args.long, normalize=args.normalize, precision=args.precision,
-                       batch_size=args.batch_size, device=args.device)
-
-
-def cache_dir(args) -> str:
-    from bertfeat.cache import default_cache_dir
-
-    return args.cache_dir or default_cache_dir()
-
-
-def embedder(args, encoders):
-    from bertfeat.extract.pipeline import SHARD_TEXTS, Embedder
-
-    shard = getattr(args, "shard_size", SHARD_TEXTS)
-    if shard < 1:
-        raise BertfeatError(f"bad --shard-size {shard}; expected a positive number of texts")
-    window = window_texts(args)
-    return Embedder(encoders, cache_dir(args), shard, window=window)
-
-
-def window_texts(args) -> int:
-    """Texts tokenized and batched together (hidden --window): what memory holds, and a kill can lose."""
-    from bertfeat.extract.pipeline import WINDOW_TEXTS
-
-    window = getattr(args, "window", None) or WINDOW_TEXTS
-    if window < 1:
-        raise BertfeatError(f"bad --window {window}; expected a positive number of texts")
-    return window
-
-
-def run_embed(args, encoders, texts, pairs):
-    return embedder(args, encoders)(texts, pairs, progress=not args.quiet)
-
-
-def embed_views(args, specs: list[str], texts, pairs):
-    """Feature views -> {spec: array}. Every encoder of every view shares one forward pass."""
-    from bertfeat.extract import feature_encoders
-
-    views = {spec: feature_encoders(spec, base_encoder(args)) for spec in specs}
-    unique = {}
-    for encoders in views.values():
-        for enc in encoders:
-            unique.setdefault(enc.fingerprint(), enc)
-    emb = run_embed(args, list(unique.values()), texts, pairs)
-    by_fp = dict(zip(unique, emb.vectors))
-    arrays = {spec: np.hstack([by_fp[e.fingerprint()] for e in encs]) for spec, encs in views.items()}
-    return arrays, views, emb
-
-
-def default_view(args) -> str:
-    """The feature view --pooling and --layers name, as `fit --features` / `bench --poolings` spell it."""
-    return args.pooling if args.layers == "-1" else f"{args.pooling}@{args.layers}"
-
-
-def read_labelled(args):
-    from bertfeat.extract import check_labels, read_table, split_table
-
-    def read(path):
-        return read_table(path, args.text_col, args.label_col, args.pair_col, args.encoding, args.drop_empty)
-
-    train = read(args.train)
-    test = read(args.test) if args.test else None
-    if test is None:
-        train, test = split_table(train, args.test_size, args.seed)
-    for warning in check_labels(train, test):
-        log.warning(warning)
-    pairs = train.pairs + test.pairs if train.pairs is not None else None
-    return train, test, train.texts + test.texts, pairs
-
-
-def save_model(args, out, head, head_name, spec, encoders, emb, summary, command):
-    from bertfeat.api import model_manifest
-    from bertfeat.classify import package_versions, save_model_dir
-
-    manifest = model_manifest(encoders, head_name, spec, head.classes_, args.text_col, args.label_col,
-                              args.pair_col)
-    run = {"command": command, "argv": sys.argv[1:], "settings": {k: v for k, v in vars(args).items()},
-           "versions": package_versions(), "device": emb.device or "none (all vectors from the cache)",
-           "embedding": emb.summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary}
-    return save_model_dir(out, head, manifest, run)
-
-
-def default_out(kind: str) -> str:
-    """A new folder runs/<time>-<kind>, created here: mkdir is exclusive, so two runs that finish in the same
-    second get -2, -3, ... instead of one of them failing after all its work."""
-    base = os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}")
-    os.makedirs("runs", exist_ok=True)
-    for n in range(1, 1000):
-        out = base if n == 1 else f"{base}-{n}"
-        try:
-            os.mkdir(out)
-            return out
-        except FileExistsError:
-            continue
-    raise BertfeatError(f"{base}: 999 run folders of that second exist; pass --out")
-
-
-def check_flags(args) -> None:
-    """Flags that are wrong whatever the data, checked before a file is read or a model loads: a typo or
-    an existing --out fails in one line at once, not after the embedding work."""
-    from bertfeat.extract.data import check_encoding
-
-    if getattr(args, "encoding", None) is not None:
-        check_encoding(args.encoding)
-    if getattr(args, "shard_size", 1) < 1:  # the Ray engine takes it as it is
-        raise BertfeatError(f"bad --shard-size {args.shard_size}; expected a positive number of texts")
-    if getattr(args, "out", None):
-        out = os.path.abspath(args.out)
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise BertfeatError(f"--out {out}: is a file; pass a new folder")
-        if os.path.isdir(out) and os.listdir(out):
-            raise BertfeatError(f"--out {out}: folder exists and is not empty; pass a new folder")
-    if getattr(args, "samples_per_label", 0) < 0:
-        raise BertfeatError(f"bad --samples-per-label {args.samples_per_label}; expected a positive number "
-                            "of training samples per label (0: the normal bench)")
-    if getattr(args, "samples_per_label", 0) and args.n_experiments < 1:
-        raise BertfeatError(f"bad --n-experiments {args.n_experiments}; expected 1 or more (default 10)")
 
 
 # -- subcommands -------------------------------------------------------------------------------
@@ -273,7 +150,6 @@ def fit_streamed(args, head, spec, train, texts, pairs):
 
 
 def cmd_bench(args) -> dict:
-    from bertfeat.classify import HEADS
     from bertfeat.classify.bench import mteb_protocol, run_bench
     from bertfeat.classify.heads import head_info
     from bertfeat.classify.report import table, write_report

@@ -186,7 +186,7 @@ def print_report(result: dict, metrics: dict) -> None:
 
 
 def cmd_finetune(args) -> dict:
-    from bertfeat.commands import read_labelled
+    from bertfeat.steps import read_labelled
 
     train, test, _, _ = read_labelled(args)
     result = train_and_save(args, args.method, train, test, args.out, not args.quiet)

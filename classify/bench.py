@@ -1,7 +1,6 @@
 """Heads on feature views, chosen by cross-validation on the training set, scored once on the test set."""
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np

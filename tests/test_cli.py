@@ -322,7 +322,7 @@ def test_ray_address_where_no_cluster_answers_is_one_line_within_a_bound(tmp_pat
 
 def test_default_run_folders_never_collide(tmp_path, monkeypatch):
     """Two runs finishing in the same second get two folders (the name is reserved by an exclusive mkdir)."""
-    from bertfeat.commands import default_out
+    from bertfeat.steps import default_out
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("time.strftime", lambda fmt, *a: "20260101-000000")

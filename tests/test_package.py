@@ -1,6 +1,7 @@
 """bertfeat installs as one package: a wheel holds only `bertfeat`, and its command works outside the checkout."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,11 @@ def test_wheel_installs_one_package_whose_command_works_from_anywhere(tmp_path):
     elsewhere.mkdir()
     # Without build isolation when setuptools is at hand: the build needs nothing from the network then.
     isolation = ["--no-build-isolation"] if _has_setuptools() else []
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation, "-w", str(wheels), ROOT],
+    # Built from a copy: setuptools leaves build/ behind, and a stale build/ could put old files in the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "runs", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache", ".hypothesis"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation, "-w", str(wheels), str(source)],
                    check=True, capture_output=True, text=True, timeout=300)
     (wheel,) = wheels.glob("bertfeat-*.whl")
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
