@@ -205,8 +205,9 @@ def _has_openvino() -> bool:
 
     # BERTFEAT_OPENVINO=0 simulates a machine without OpenVINO (tests, portability checks).
     found = os.environ.get("BERTFEAT_OPENVINO") != "0" and importlib.util.find_spec("openvino") is not None
-    if not found:  # once per process: the fallback works, it is only slower
-        log.warning("precision bf16 on CPU runs faster with OpenVINO (pip install openvino); using torch")
+    if not found:  # once per process, as info: the fallback works, it is only slower, and predict's one
+        # notice line already says which precision and runtime it computes with
+        log.info("precision bf16 on CPU runs faster with OpenVINO (pip install openvino); using torch")
     return found
 
 

@@ -73,6 +73,7 @@ def test_model_folder_moves_to_a_cpu_without_bf16_or_openvino(bf16_model, data, 
                              (("--precision", "fp32"), {}, "fp32 (torch")]:
         proc = _predict(monkeypatch, model_dir, cache, "--data", data[1], *flags, **env)
         (notice,) = _notices(proc)
+        assert proc.stderr.strip().splitlines() == [notice], proc.stderr  # one line, nothing else
         assert "bf16 vectors (openvino on cpu)" in notice and here in notice and "0.9999" in notice, notice
         other = [r["label"] for r in json.loads(proc.stdout)]
         # bf16 vs fp32 vectors agree at cosine >= 0.9999: at most one borderline text of 40 may move
