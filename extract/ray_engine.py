@@ -287,6 +287,9 @@ def _join(ray, address: str | None) -> None:
         except OSError as exc:
             raise BertfeatError(f"--address {address}: nothing answers there ({exc.strerror or exc}); {hint}") from None
     outcome = {}
+    # Joining from a helper thread, ray.init warns that it cannot set its SIGTERM handler; the CLI ends on
+    # SIGTERM anyway, and the line would stand beside the one error line a failed join prints.
+    logging.getLogger("ray._private.worker").addFilter(lambda record: "SIGTERM handler" not in record.getMessage())
 
     def attempt():
         try:

@@ -293,8 +293,8 @@ def test_malformed_manifests_and_missing_columns_in_predict(fitted, cache, tmp_p
 
 def test_ray_address_where_no_cluster_answers_is_one_line_within_a_bound(tmp_path):
     """A port nobody listens on, and a listener that never speaks Ray (ray.init would wait for minutes):
-    each a one-line error, the second after the connect bound. (`--address auto` with no cluster is the
-    same one line, from ray.init's own error; not tested here, as another test's local Ray would answer.)"""
+    each a one-line error, the second after the connect bound; and `--address auto` with no cluster (the
+    suite's local Ray sessions are shut down by then; a `ray start` cluster on this machine would answer)."""
     import socket
     import time
 
@@ -310,13 +310,15 @@ def test_ray_address_where_no_cluster_answers_is_one_line_within_a_bound(tmp_pat
     try:
         runs = _run_many([("embed", "--data", DEMO_TEST, "--engine", "ray", "--address", address,
                            "--cache-dir", tmp_path / "c") for address in
-                          (f"127.0.0.1:{closed_port}", f"127.0.0.1:{silent.getsockname()[1]}")],
+                          (f"127.0.0.1:{closed_port}", f"127.0.0.1:{silent.getsockname()[1]}", "auto")],
                          cache=tmp_path / "c", env=env)
     finally:
         silent.close()
     assert time.monotonic() - start < 120
     _one_line_error(runs[0], f"127.0.0.1:{closed_port}", "nothing answers there")
     _one_line_error(runs[1], "no Ray cluster answered within 3 s")
+    _one_line_error(runs[2], "--address auto: cannot join a Ray cluster")
+    assert all(len(run.stderr.strip().splitlines()) == 1 for run in runs), [run.stderr for run in runs]
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.npy"))
 
 
