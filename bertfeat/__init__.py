@@ -14,7 +14,17 @@ _root = _os.path.dirname(_here)
 if not _os.path.isdir(_os.path.join(_here, "extract")) and _os.path.isfile(_os.path.join(_root, "extract", "__init__.py")):
     __path__.append(_root)  # noqa: F821  (a package's __path__)
 
-from bertfeat.api import TextClassifier, load  # noqa: E402
 from bertfeat.errors import BertfeatError  # noqa: E402
+
+
+def __getattr__(name):
+    # ``bertfeat.load`` / ``TextClassifier`` on first use: a plain ``import bertfeat`` (every CLI start,
+    # a one-line error included) does not pay for scikit-learn and pandas.
+    if name in ("TextClassifier", "load"):
+        from bertfeat import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'bertfeat' has no attribute '{name}'")
+
 
 __all__ = ["BertfeatError", "TextClassifier", "__version__", "load"]

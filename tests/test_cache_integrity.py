@@ -1,6 +1,7 @@
 """The cache never serves or deletes what it should not: damaged shards are quarantined and re-embedded,
 unreadable ones are skipped and kept, a second writer or user leaves the first one's files alone, and
 prune removes only the cache's own entries, never one a running job holds."""
+import functools
 import json
 import os
 import subprocess
@@ -177,11 +178,34 @@ def test_files_and_folders_follow_the_umask(tmp_path):
     assert os.stat(tmp_path / "c" / layout.TAG).st_mode & 0o777 == 0o664
 
 
+@functools.lru_cache(maxsize=1)
+def _readable_copy() -> tuple[str, str]:
+    """(source root, site folder) that any user can read: copies of the cache code and numpy, its only
+    dependency. The checkout and the venv may sit under folders another user cannot enter (a clone in
+    a 0700 temp folder, a venv under /root)."""
+    import shutil
+
+    top = tempfile.mkdtemp(prefix="bertfeat-other-user-")
+    src, site = os.path.join(top, "src"), os.path.join(top, "site")
+    for name in ("bertfeat", "cache", "extract"):  # extract/ marks the checkout layout (bertfeat/__init__.py)
+        shutil.copytree(os.path.join(ROOT, name), os.path.join(src, name),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    purelib = sysconfig.get_paths()["purelib"]
+    for name in ("numpy", "numpy.libs"):
+        if os.path.isdir(os.path.join(purelib, name)):
+            shutil.copytree(os.path.join(purelib, name), os.path.join(site, name))
+    for folder, dirs, files in os.walk(top):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644 | (os.stat(os.path.join(folder, name)).st_mode & 0o111))
+    return src, site
+
+
 def _other_user(code, *args):
     """Run ``code`` (python) as uid nobody, or as this process's user when it is not root (then file
     permissions already bind it). Returns the CompletedProcess."""
-    site = sysconfig.get_paths()["purelib"]
-    prelude = f"import site, sys; site.addsitedir({site!r}); sys.path.insert(0, {ROOT!r})\n"
+    src, site = _readable_copy()
+    prelude = f"import sys; sys.path[:0] = [{src!r}, {site!r}]\n"
     for exe in (sys.executable, f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"):
         drop = (lambda: (os.setgid(NOBODY), os.setuid(NOBODY))) if os.getuid() == 0 else None
         try:
