@@ -90,7 +90,9 @@ def _encoder_flags() -> argparse.ArgumentParser:
 
 def _selection_flags(p, fit: bool) -> None:
     what = "the head's grid setting" if fit else "the best view x head"
-    p.add_argument("--select", default="accuracy" if not fit else None, choices=["accuracy", "macro_f1"],
+    from bertfeat.classify.selection import SCORES
+
+    p.add_argument("--select", default="accuracy" if not fit else None, choices=SCORES,
                    help=f"pick {what} by this cross-validated score"
                         + (" (default: no search, the head's defaults)" if fit else " (default: %(default)s)"))
     p.add_argument("--class-weight", default=None, choices=["balanced"],

@@ -54,6 +54,7 @@ def cmd_embed(args) -> dict:
 
 def cmd_fit(args) -> dict:
     from bertfeat.classify import evaluate, format_report
+    from bertfeat.classify.metrics import SUMMARY
     from bertfeat.classify.heads import head_info
 
     check_flags(args)
@@ -81,8 +82,7 @@ def cmd_fit(args) -> dict:
         fit_seconds = time.perf_counter() - t0
         pred = head.predict(X_test)
     metrics = evaluate(test.labels, pred)
-    keys = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")
-    summary = {"metrics": {k: metrics[k] for k in keys}, "fit_seconds": fit_seconds,
+    summary = {"metrics": {k: metrics[k] for k in SUMMARY}, "fit_seconds": fit_seconds,
                "n_train": len(train.texts), "n_test": len(test.texts), **chosen}
     model_dir = save_model(args, args.out or default_out(args.head), head, args.head, spec, encoders, emb,
                            summary, "fit")

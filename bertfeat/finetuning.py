@@ -68,6 +68,7 @@ def resolve_out(out: str | None, method: str, key: str) -> str:
 def train_and_save(args, method: str, train, test, out: str | None, progress: bool, val_size=None) -> dict:
     """Fine-tune on ``train``, score on ``test``, write the model folder. Returns the summary as fit's."""
     from bertfeat.classify import evaluate
+    from bertfeat.classify.metrics import SUMMARY
     from bertfeat.extract import BertEncoder, model as model_io
     from bertfeat.extract.finetune import finetune, run_key
     from bertfeat.extract.pipeline import Embedder
@@ -96,8 +97,7 @@ def train_and_save(args, method: str, train, test, out: str | None, progress: bo
     metrics = evaluate(test.labels, pred)
     metrics["log_loss"] = _log_loss(test.labels, proba, head.classes_)
     fit_seconds = tuned.seconds + fit_extra
-    summary = {"metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "macro_precision",
-                                                   "macro_recall")},
+    summary = {"metrics": {k: metrics[k] for k in SUMMARY},
                "fit_seconds": fit_seconds, "n_train": len(train.texts), "n_test": len(test.texts),
                "finetune": {"settings": _plain_settings(settings), "history": tuned.history,
                             "best_epoch": tuned.best_epoch, "device": tuned.device, "autocast": tuned.autocast,

@@ -4,6 +4,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+# The summary figures a run reports (fit, finetune: the "metrics" of run.json).
+SUMMARY = ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall")
+
 
 def evaluate(y_true, y_pred, labels: list[str] | None = None) -> dict:
     """Metrics as a JSON-ready dict. Labels seen only in ``y_true`` count as errors (never predicted)."""
