@@ -155,7 +155,9 @@ class VectorStore:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return []
-        return sorted(n[:-5] for n in names if n.endswith(".json") and n != "encoder.json")
+        # A killed writer can leave ``.tmp-<random>-<shard>.json`` behind (written, not yet renamed): not a shard.
+        return sorted(n[:-5] for n in names
+                      if n.endswith(".json") and n != "encoder.json" and not n.startswith(".tmp-"))
 
     def _paths(self, shard: str) -> tuple[str, str, str]:
         base = os.path.join(self.folder, shard)

@@ -31,6 +31,17 @@ def test_uncommitted_shard_is_ignored(tmp_path):
     assert not found.any()
 
 
+def test_a_record_killed_before_its_rename_is_not_a_shard(tmp_path):
+    # SIGKILL between writing the record's temp file and renaming it leaves ``.tmp-<random>-<shard>.json``
+    # with a whole record in it: not served, not quarantined as damage, and the rows are embedded again.
+    store = VectorStore(str(tmp_path), "fp")
+    shard = store.put(text_keys(["a"]), np.ones((1, 2)))
+    folder = tmp_path / "fp"
+    os.rename(folder / f"{shard}.json", folder / f".tmp-0123456789ab-{shard}.json")
+    found, _ = VectorStore(str(tmp_path), "fp").get(text_keys(["a"]))
+    assert not found.any() and not (tmp_path / "quarantine").exists()
+
+
 def test_second_run_embeds_nothing_and_new_rows_only_are_embedded(tmp_path, demo):
     train, _ = demo
     enc = [BertEncoder()]
