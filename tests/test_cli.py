@@ -291,6 +291,7 @@ def test_malformed_manifests_and_missing_columns_in_predict(fitted, cache, tmp_p
     assert "--text-col" not in runs[-1].stderr  # predict has no such flag
 
 
+@pytest.mark.xdist_group("ray")  # `--address auto` must find no local cluster of test_ray.py running
 def test_ray_address_where_no_cluster_answers_is_one_line_within_a_bound(tmp_path):
     """A port nobody listens on, and a listener that never speaks Ray (ray.init would wait for minutes):
     each a one-line error, the second after the connect bound; and `--address auto` with no cluster (the

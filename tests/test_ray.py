@@ -11,6 +11,9 @@ import time
 import numpy as np
 import pytest
 
+# `make test` runs the suite on two workers (pytest-xdist): local Ray clusters run one at a time, on one worker.
+pytestmark = pytest.mark.xdist_group("ray")
+
 from conftest import ROOT, cached_vectors, generated_rows, run_json
 
 
