@@ -11,7 +11,13 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 # One folder of ONNX exports for the whole session (subprocesses inherit it): each test's own vector
 # cache then does not pay for a fresh export, and nothing is written under the user's ~/.cache.
-os.environ.setdefault("BERTFEAT_MODELS", tempfile.mkdtemp(prefix="bertfeat-models-"))
+if "BERTFEAT_MODELS" not in os.environ:
+    import atexit
+    import shutil
+
+    os.environ["BERTFEAT_MODELS"] = tempfile.mkdtemp(prefix="bertfeat-models-")
+    # Removed by the process that made it (xdist workers inherit the variable and leave it alone).
+    atexit.register(shutil.rmtree, os.environ["BERTFEAT_MODELS"], ignore_errors=True)
 
 DEMO_TRAIN = os.path.join(ROOT, "data", "demo", "train.csv")
 DEMO_TEST = os.path.join(ROOT, "data", "demo", "test.csv")
