@@ -12,7 +12,7 @@ import numpy as np
 
 from bertfeat.errors import BertfeatError
 from bertfeat.extract import checkpoint, model as model_io
-from bertfeat.extract.tuning_data import micro_batches, pad, sample_pairs, split_validation
+from bertfeat.extract.tuning_data import length_bucketed, micro_batches, pad, sample_pairs, split_validation
 
 log = logging.getLogger("bertfeat")
 
@@ -111,17 +111,6 @@ class Trainer:
         pairs = sample_pairs(self.y[rows], self.s.pairs_per_text, self.s.max_pairs, rng)
         return np.stack([rows[pairs[:, 0]], rows[pairs[:, 1]], pairs[:, 2]], 1)
 
-    def _bucketed(self, rng: np.random.Generator) -> np.ndarray:
-        """Training rows in a random order whose batches hold texts of similar length (less padding to
-        compute): a shuffle, sorted by length within windows of 50 batches, then the batches shuffled."""
-        bs = self.s.batch_size
-        order = self.train_rows[rng.permutation(len(self.train_rows))]
-        window = 50 * bs
-        order = np.concatenate([w[np.argsort(self.lengths[w], kind="stable")]
-                                for w in np.array_split(order, max(1, -(-len(order) // window)))])
-        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
-
     def _lr_factor(self, step: int) -> float:
         warm = max(1, int(WARMUP * self.total_steps))
         if step < warm:
@@ -156,11 +145,14 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.net.train()
+        rng = np.random.default_rng([self.s.seed, epoch])
         if self.s.method == "full":
-            order = self._bucketed(np.random.default_rng([self.s.seed, epoch]))
-            items = [([int(r)], int(self.y[r])) for r in order]
-        else:
-            items = [([int(a), int(b)], float(t)) for a, b, t in self._pairs(epoch)]
+            rows = self.train_rows[length_bucketed(self.lengths[self.train_rows], self.s.batch_size, rng)]
+            items = [([int(r)], int(self.y[r])) for r in rows]
+        else:  # a pair's padded length is its longer text's
+            pairs = self._pairs(epoch)
+            longer = np.maximum(self.lengths[pairs[:, 0]], self.lengths[pairs[:, 1]])
+            items = [([int(a), int(b)], float(t)) for a, b, t in pairs[length_bucketed(longer, self.s.batch_size, rng)]]
         total = 0.0
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.s.epochs}", unit="step",
                    file=sys.stderr, disable=not self.progress, dynamic_ncols=True, mininterval=0.5)

@@ -55,6 +55,16 @@ def sample_pairs(y: np.ndarray, per_text: int, cap: int, rng: np.random.Generato
     return pairs[rng.permutation(len(pairs))]
 
 
+def length_bucketed(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random order of ``len(lengths)`` items whose batches hold items of similar length (less padding to
+    compute): a shuffle, sorted by length within windows of 50 batches, then the batches shuffled."""
+    order = rng.permutation(len(lengths))
+    windows = np.array_split(order, max(1, -(-len(order) // (50 * batch_size))))
+    order = np.concatenate([w[np.argsort(lengths[w], kind="stable")] for w in windows])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+
 def micro_batches(groups: list[list[int]], lengths: np.ndarray, max_tokens: int) -> list[list[int]]:
     """Cut one optimizer batch into micro-batches whose padded size (texts x longest) fits ``max_tokens``.
 
