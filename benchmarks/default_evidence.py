@@ -21,7 +21,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
-VIEWS = ("mean", "mean+max", "mean+mean@-2", "mean+mean@-2+mean@-3")
+VIEWS = ("mean", "mean+max", "mean+mean@-2", "mean+mean@-2+mean@-3", "mean+max+mean@-2+mean@-3",
+         "mean+mean@-2+mean@-3+mean@-4")
 CANDIDATES = [f"logreg:{v}" for v in VIEWS] + [f"svm:{v}" for v in VIEWS] + ["knn:mean", "knn:mean+mean@-2"]
 
 

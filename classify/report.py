@@ -28,11 +28,18 @@ def _params_text(params: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-    """Fixed-width table, one row per (head, features), in the order given (sorted by macro-F1)."""
-    head_line = "".join(fmt.replace(".4f", "").replace(".1f", "").format(HEADERS[c]) for c, fmt in COLUMNS)
+    """Fixed-width table, one row per (head, features), in the order given (sorted by macro-F1). The text
+    columns widen to their longest value (a view of four parts is 30 characters)."""
+    columns = []
+    for c, fmt in COLUMNS:
+        if fmt.startswith("{:<"):
+            width = max([int(fmt[3:-1])] + [len(str(r.get(c))) + 1 for r in results])
+            fmt = f"{{:<{width}}}"
+        columns.append((c, fmt))
+    head_line = "".join(fmt.replace(".4f", "").replace(".1f", "").format(HEADERS[c]) for c, fmt in columns)
     lines = [head_line + "  params"]
     for r in results:
-        lines.append("".join(_cell(fmt, r.get(c)) for c, fmt in COLUMNS) + "  " + _params_text(r["params"]))
+        lines.append("".join(_cell(fmt, r.get(c)) for c, fmt in columns) + "  " + _params_text(r["params"]))
     return "\n".join(lines)
 
 
