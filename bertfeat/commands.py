@@ -205,7 +205,8 @@ def cmd_bench(args) -> dict:
     rows = [r.as_dict() for r in results]
     if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV
         rows += finetune_rows(args, ft_methods, train, test)
-        rows.sort(key=lambda r: (-r["macro_f1"], r["head"], r["features"]))
+        # a candidate dropped after round 1 has no test scores (None): it stays last, as in the frozen table
+        rows.sort(key=lambda r: (r["macro_f1"] is None, -(r["macro_f1"] or 0.0), r["head"], r["features"]))
     context = {"train": args.train, "test": args.test or f"{args.test_size:.0%} of train", "model": args.model,
                "n_train": n, "n_test": len(test.texts), "cv": args.cv, "tune": not args.no_tune,
                "select": args.select, "class_weight": args.class_weight, "selection": selection,
