@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) cli.py fit --train data/demo/train.csv --test data/demo/test.csv --head logreg --out runs/demo-logreg-$$(date +%Y%m%d-%H%M%S)
 
-# Two workers: most tests wait on a model-loading subprocess, so two share the two cores well (7.4 vs 10.3 min).
+# Two workers: most tests wait on a model-loading subprocess, so two share the two cores well (435 s vs 617 s on one worker).
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
