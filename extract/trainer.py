@@ -152,7 +152,8 @@ class Trainer:
         else:  # a pair's padded length is its longer text's
             pairs = self._pairs(epoch)
             longer = np.maximum(self.lengths[pairs[:, 0]], self.lengths[pairs[:, 1]])
-            items = [([int(a), int(b)], float(t)) for a, b, t in pairs[length_bucketed(longer, self.s.batch_size, rng)]]
+            pairs = pairs[length_bucketed(longer, self.s.batch_size, rng)]
+            items = [([int(a), int(b)], float(t)) for a, b, t in pairs]
         total = 0.0
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.s.epochs}", unit="step",
                    file=sys.stderr, disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
