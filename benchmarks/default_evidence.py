@@ -26,12 +26,22 @@ VIEWS = ("mean", "mean+max", "mean+mean@-2", "mean+mean@-2+mean@-3", "mean+max+m
 CANDIDATES = [f"logreg:{v}" for v in VIEWS] + [f"svm:{v}" for v in VIEWS] + ["knn:mean", "knn:mean+mean@-2"]
 
 
+def parse_head(text: str) -> tuple[str, dict]:
+    """``svm[softmaxsvc__C=10/topcomponents__n_components=256]`` -> ("svm", {...}); values are numbers or None."""
+    import ast
+
+    name, _, rest = text.partition("[")
+    params = dict(p.split("=", 1) for p in rest.rstrip("]").split("/") if p)
+    return name, {k: ast.literal_eval(v) for k, v in params.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="trec")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--candidates", default=",".join(CANDIDATES), help="head:view,... (registry defaults)")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES),
+                        help="head:view,... at the registry defaults, or head[param=value/...]:view")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args()
 
@@ -60,12 +70,13 @@ def main() -> None:
     print(f"{'candidate':<34}{'oof acc':>9}{'s (1 thread)':>14}{'log loss raw/cal':>20}{'ECE raw/cal':>16}")
     for cand in cands:
         head_name, view = cand.split(":")
+        head_name, params = parse_head(head_name)
         X = np.hstack([vectors[p] for p in view_parts(view)])
         oof = np.zeros((len(y), len(classes)))
         t0 = time.perf_counter()
         with threadpool_limits(limits=1):
             for tr, te in folds:
-                head = make_head(head_name).fit(X[tr], y[tr])
+                head = make_head(head_name).set_params(**params).fit(X[tr], y[tr])
                 oof[np.ix_(te, label_index(classes, head.classes_))] = head.predict_proba(X[te])
         seconds = time.perf_counter() - t0
         t = fit_temperature(oof, y_idx)

@@ -71,7 +71,7 @@ def default_budget(n_rows: int) -> float:
 
     Grows with the square root of the rows: a linear head costs more on more rows, and the kernel and
     neighbour heads (cost ~ rows squared) drop out first on large sets, where they would take hours. At
-    10,000 rows, 60 units hold knn and svm on two views of 1,536 dims (32 units, all folds and refits);
+    10,000 rows, 60 units hold knn and svm on two views of 1,536 dims (56 units, all folds and refits);
     on SST-2's 67,349 rows (155 units) neither fits: knn alone took 387 of the 420 single-thread seconds
     of a run at 120.
     """
