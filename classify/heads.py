@@ -182,7 +182,7 @@ def svm(seed: int = 0, components: int | None = 512):
 
     Kernel evaluations cost O(dims) each and there are O(n²) of them. The top 512 principal components
     keep what the four-part views (1,536 dims) add: in 3-fold CV on the training sets, 128 components lost
-    0.4-0.9 points against 512 (Banking77 0.9236 -> 0.9279, TREC 0.8890 -> 0.8991), and all 1,536 gave no
+    0.4-1.0 points against 512 (Banking77 0.9236 -> 0.9279, TREC 0.8890 -> 0.8991), and all 1,536 gave no
     more (Banking77 0.9280) at 2.5x the fit time of 512 (BENCHMARKS.md, "Why these views").
     """
     reduce = [TopComponents(n_components=components, random_state=seed)] if components else []
