@@ -32,8 +32,10 @@ MANIFEST = "manifest.json"
 RUN = "run.json"
 # Bump when the manifest's keys change; read_manifest refuses other formats in one line.
 # 2: encoders/fingerprints lists; 3: what the head needs apart from how vectors were computed
-# (model_id, trained_with), head.npz without pickle.
-FORMAT = 3
+# (model_id, trained_with), head.npz without pickle; 4: head.npz stores what the head holds in several
+# places once (persist.py), which format 3's reader would call malformed.
+FORMAT = 4
+READS = (3, 4)  # a format-3 head.npz is format 4 without shared objects
 # Manifest keys this module writes (callers' manifests must not carry them).
 OWN_KEYS = ("format", "files", "head_file")
 # The encoder settings a manifest holds (the rest - precision, device, batch size - is the loading machine's).
@@ -126,9 +128,9 @@ def read_manifest(path: str) -> dict:
         files, fmt = manifest["files"], manifest.get("format")
     except (ValueError, KeyError, TypeError):
         raise BertfeatError(f"model folder {path}: {MANIFEST} is damaged; fit the model again") from None
-    if fmt != FORMAT:
+    if fmt not in READS:
         raise BertfeatError(f"model folder {path}: written by another bertfeat version (model format {fmt}, "
-                            f"this one reads {FORMAT}); fit the model again")
+                            f"this one reads {' and '.join(map(str, READS))}); fit the model again")
     check_manifest(path, manifest)
     head_file = manifest.get("head_file")
     if head_file not in (SAFE_HEAD, PICKLED_HEAD) or head_file not in files:

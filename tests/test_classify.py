@@ -81,7 +81,7 @@ def test_model_folder_round_trip_and_tamper_check(tmp_path, demo_vectors):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
     from bertfeat.classify.model_dir import FORMAT
 
-    assert json.load(open(os.path.join(out, "manifest.json")))["format"] == FORMAT == 3
+    assert json.load(open(os.path.join(out, "manifest.json")))["format"] == FORMAT == 4
 
 
 def test_a_model_folder_of_another_format_is_refused_in_one_line(tmp_path, demo_vectors):
@@ -91,5 +91,7 @@ def test_a_model_folder_of_another_format_is_refused_in_one_line(tmp_path, demo_
     path = os.path.join(out, "manifest.json")
     manifest = json.load(open(path))
     json.dump({**manifest, "format": 1}, open(path, "w"))
-    with pytest.raises(BertfeatError, match="model format 1, this one reads 3\\); fit the model again"):
+    with pytest.raises(BertfeatError, match="model format 1, this one reads 3 and 4\\); fit the model again"):
         read_manifest(out)
+    json.dump({**manifest, "format": 3}, open(path, "w"))  # format 3: the same head.npz, no shared objects
+    np.testing.assert_allclose(load_head(out, read_manifest(out)).predict_proba(X_train), head.predict_proba(X_train))

@@ -126,6 +126,25 @@ def test_heads_of_plain_arrays_are_saved_without_pickle(name, demo_vectors, tmp_
             assert b"pickle" not in fh.read().lower()  # no object arrays inside
 
 
+def test_an_object_held_in_several_places_is_stored_once(demo_vectors):
+    """A bench ensemble holds each fitted member as a parameter and as a fitted attribute of its wrappers;
+    stored once per place, a Banking77 vote's head.npz was 1.7 GB."""
+    from bertfeat.classify import make_head, persist
+    from bertfeat.classify.calibration import Calibrated
+    from bertfeat.classify.ensemble import SoftVote
+
+    X_train, y_train, X_test, _ = demo_vectors
+    knn = make_head("knn").fit(X_train, np.asarray(y_train))  # holds every training row
+    one = persist.dumps(Calibrated.from_fitted(knn, 1.0))
+    vote = SoftVote.from_fitted([("a", Calibrated.from_fitted(knn, 1.0)), ("b", Calibrated.from_fitted(knn, 2.0))],
+                                [0.5, 0.5])
+    both = persist.dumps(vote)
+    assert X_train.nbytes < len(one) and len(both) < len(one) + X_train.nbytes / 10
+    loaded = persist.loads(both)
+    assert loaded.estimators_[0].estimator_ is loaded.estimators_[1].estimator_ is loaded.estimators[0][1].estimator
+    np.testing.assert_allclose(loaded.predict_proba(X_test), vote.predict_proba(X_test), rtol=0, atol=1e-12)
+
+
 class _Plant:
     """Unpickling this runs os.mkdir(marker): the code execution a planted head.joblib gets."""
 
