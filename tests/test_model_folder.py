@@ -106,7 +106,7 @@ def test_old_model_format_is_one_line_error(bf16_model, tmp_path):
 
 
 # -- persistence without pickle ------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["knn", "lgbm", "logreg", "mlp", "sgd", "svm", "torch", "vote"])
+@pytest.mark.parametrize("name", ["knn", "lda", "lgbm", "logreg", "mlp", "sgd", "svm", "torch", "vote"])
 def test_heads_of_plain_arrays_are_saved_without_pickle(name, demo_vectors, tmp_path):
     from bertfeat.api import model_manifest
     from bertfeat.classify import load_model_dir, make_head, save_model_dir
