@@ -23,7 +23,8 @@ sys.path.insert(0, ROOT)
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
 VIEWS = ("mean", "mean+max", "mean+mean@-2", "mean+mean@-2+mean@-3", "mean+max+mean@-2+mean@-3",
          "mean+mean@-2+mean@-3+mean@-4")
-CANDIDATES = [f"logreg:{v}" for v in VIEWS] + [f"svm:{v}" for v in VIEWS] + ["knn:mean", "knn:mean+mean@-2"]
+CANDIDATES = ([f"logreg:{v}" for v in VIEWS] + [f"svm:{v}" for v in VIEWS] + ["knn:mean", "knn:mean+mean@-2"]
+              + [f"lda:{v}" for v in VIEWS[-2:]])
 
 
 def parse_head(text: str) -> tuple[str, dict]:
