@@ -93,5 +93,26 @@ def test_a_model_folder_of_another_format_is_refused_in_one_line(tmp_path, demo_
     json.dump({**manifest, "format": 1}, open(path, "w"))
     with pytest.raises(BertfeatError, match="model format 1, this one reads 3 and 4\\); fit the model again"):
         read_manifest(out)
-    json.dump({**manifest, "format": 3}, open(path, "w"))  # format 3: the same head.npz, no shared objects
+    # A format-3 folder: its head.npz tree has no object ids (nor references) and still loads.
+    from bertfeat.cache import sha256_file
+
+    head_path = os.path.join(out, "head.npz")
+    with np.load(head_path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    tree = json.loads(arrays["state.json"].tobytes().decode())
+    assert '"ref"' not in json.dumps(tree) and _without_ids(tree) != tree
+    arrays["state.json"] = np.frombuffer(json.dumps(_without_ids(tree)).encode(), dtype=np.uint8)
+    with open(head_path, "wb") as fh:
+        np.savez(fh, **arrays)
+    json.dump({**manifest, "format": 3, "files": {**manifest["files"], "head.npz": sha256_file(head_path)}},
+              open(path, "w"))
     np.testing.assert_allclose(load_head(out, read_manifest(out)).predict_proba(X_train), head.predict_proba(X_train))
+
+
+def _without_ids(node):
+    """A head.npz state tree as format 3 wrote it: object nodes without an ``id``."""
+    if isinstance(node, list):
+        return [_without_ids(v) for v in node]
+    if isinstance(node, dict):
+        return {k: _without_ids(v) for k, v in node.items() if not (k == "id" and "object" in node)}
+    return node
