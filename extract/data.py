@@ -207,8 +207,18 @@ def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int
     return cells
 
 
+def is_blank(text: str | None) -> bool:
+    """The one rule for an empty text, in files and ``predict --text`` alike: None, or nothing but
+    whitespace and characters a tokenizer drops (zero-width spaces, BOMs, control characters)."""
+    if text is None:
+        return True
+    text = text.strip()
+    # Only a text that starts with an unprintable character needs the character-by-character look.
+    return not text or not text[0].isprintable() and all(c.isspace() or not c.isprintable() for c in text)
+
+
 def _is_blank(cell: str | None) -> bool:
-    return cell is None or not cell.strip()
+    return is_blank(cell)
 
 
 def _rows_text(rows: list[int], limit: int = 5) -> str:
