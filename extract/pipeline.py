@@ -70,10 +70,13 @@ class Embedder:
     later ones: a text another writer stored meanwhile is embedded again, never served wrong."""
 
     def __init__(self, encoders: list, cache_dir: str | None = None, shard_size: int = SHARD_TEXTS,
-                 verify: bool = True, window: int = WINDOW_TEXTS):
+                 verify: bool = True, window: int = WINDOW_TEXTS, write: bool = True):
+        """``write=False`` reads the cache and stores nothing in it (prediction: a server's traffic must not
+        grow a user's cache)."""
         for enc in encoders:
             enc.validate()
         self.encoders, self.cache_dir, self.shard_size, self.window = encoders, cache_dir, shard_size, window
+        self.write = write
         self.stores = [_store(cache_dir, enc.cache_settings(), verify) if cache_dir else None for enc in encoders]
         self._forward: Forward | None = None
 
@@ -140,7 +143,8 @@ class Embedder:
             bar.total += len(todo)
             bar.refresh()
         n_truncated, n_windowed, device, precision = 0, 0, None, None
-        out = _Sink(results if load else None, self.stores, found_masks, uniq_keys, n_unique)
+        out = _Sink(results if load else None, self.stores if self.write else [None] * len(self.stores),
+                    found_masks, uniq_keys, n_unique)
         for lo in range(0, n_unique, self.window):
             part = todo[np.searchsorted(todo, lo):np.searchsorted(todo, lo + self.window)]
             if len(part):

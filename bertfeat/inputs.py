@@ -1,0 +1,72 @@
+"""What ``train``/``test`` may be in the Python API, as one ``Table``: a path (file, folder or glob, as on
+the command line), a pandas DataFrame, or a ``(texts, labels)`` pair.
+
+Labels keep the user's type where the input has one (a DataFrame's integer column, a list of ints);
+files follow ``extract/data.py``'s one rule for labels read from text formats.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from bertfeat.errors import ConfigError, DataError
+
+log = logging.getLogger("bertfeat")
+
+
+def table_of(data, config, role: str):
+    """``data`` (a path, DataFrame or ``(texts, labels)``) -> a labelled ``Table``."""
+    import pandas as pd
+
+    from bertfeat.extract import read_table
+    from bertfeat.extract.data import frame_table, input_files
+
+    if isinstance(data, (str, os.PathLike)):
+        return read_table(input_files(os.fspath(data)), config.text_col, config.label_col, config.pair_col, config.encoding,
+                          config.drop_empty)
+    if isinstance(data, pd.DataFrame):
+        source = f"the {role} DataFrame"
+        table = frame_table(data.reset_index(drop=True), source, config.text_col, config.label_col,
+                            config.pair_col, config.drop_empty, first_row=0, columns_from=None)
+        column = data[config.label_col].reset_index(drop=True)
+        if column.dtype.kind in "biuf":  # a typed column keeps its type: 0/1 labels come back as 0/1
+            table.labels = [column[i].item() for i in table.rows]
+        return table
+    if isinstance(data, tuple) and len(data) == 2:
+        return _from_pair(data, config, role)
+    raise ConfigError(f"bad {role}: {type(data).__name__}; expected a file path (or folder, or glob), a pandas "
+                      "DataFrame, or a (texts, labels) pair")
+
+
+def _from_pair(data, config, role: str):
+    import numpy as np
+
+    from bertfeat.classifier import _labels
+    from bertfeat.extract import Table
+    from bertfeat.extract.data import is_blank
+    from bertfeat.extract.encoder import split_inputs
+
+    texts, pairs = split_inputs(data[0])
+    labels = _labels(data[1], len(texts))
+    keep = [i for i, t in enumerate(texts) if not is_blank(t)]
+    if len(keep) < len(texts) and not config.drop_empty:
+        empty = [i for i in range(len(texts)) if i not in set(keep)][:5]
+        raise DataError(f"the {role} texts: {len(texts) - len(keep)} empty text(s), at rows {empty}; fill them in "
+                        "or pass drop_empty=True to skip them")
+    pick = (lambda seq: [seq[i] for i in keep]) if len(keep) < len(texts) else (lambda seq: list(seq))
+    labels = [v.item() if isinstance(v, np.generic) else v for v in pick(labels)]
+    return Table(pick(texts), pick(pairs) if pairs is not None else None, labels, f"the {role} texts", keep)
+
+
+def labelled(train, test, config):
+    """(train table, test table): ``test`` read like ``train``, or a stratified share of it
+    (``config.test_size``) when None. Warnings about the labels are logged."""
+    from bertfeat.extract import check_labels, split_table
+
+    train_table = table_of(train, config, "train")
+    test_table = table_of(test, config, "test") if test is not None else None
+    if test_table is None:
+        train_table, test_table = split_table(train_table, config.test_size, config.seed)
+    for warning in check_labels(train_table, test_table):
+        log.warning(warning)
+    return train_table, test_table

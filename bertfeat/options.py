@@ -1,0 +1,172 @@
+"""One frozen dataclass of options per command: the single source of names and defaults.
+
+The Python functions (``bertfeat.fit(train, head="svm", cv=5)``) take these fields as keyword arguments;
+the command line builds the same dataclass from argv (``--class-weight`` -> ``class_weight``); ``run.json``
+records ``asdict(config)``. Only ``check`` validates, and it names the parameter, never a flag: the
+CLI turns ``cv=`` into ``--cv`` when it prints the error.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from bertfeat.errors import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """How texts become vectors (``BertEncoder``'s parameters) and where vectors are cached."""
+
+    model: str = DEFAULT_MODEL
+    pooling: str = "mean"
+    layers: str = "-1"
+    max_length: int = 256
+    normalize: bool = True
+    precision: str = "auto"
+    long: str = "truncate"
+    batch_size: int = 128
+    device: str = "auto"
+    cache_dir: str | None = None
+    shard_size: int = 2048
+    window: int | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a file or DataFrame becomes texts (and labels)."""
+
+    text_col: str = "text"
+    pair_col: str | None = None
+    label_col: str = "label"
+    encoding: str = "utf-8"
+    drop_empty: bool = False
+    test_size: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    """How a head's setting or the best candidate is chosen."""
+
+    select: str | None = None
+    cv: int = 3
+    class_weight: str | None = None
+    tune_threshold: bool = False
+
+
+@dataclass(frozen=True)
+class EmbedConfig(EncoderOptions, DataOptions):
+    engine: str = "local"
+    address: str | None = None
+    num_workers: int | None = None
+    gpus_per_worker: float | None = None
+    block_size: int | None = None
+
+
+@dataclass(frozen=True)
+class FitConfig(EncoderOptions, DataOptions, SelectOptions):
+    head: str = "logreg"
+    features: str | None = None  # None: the view `pooling` and `layers` name
+
+
+@dataclass(frozen=True)
+class BenchConfig(EncoderOptions, DataOptions, SelectOptions):
+    select: str = "accuracy"
+    heads: str | None = None
+    features: str | None = None
+    tune: bool = True
+    budget: float | None = None
+    vote: bool = True
+    jobs: int | None = None
+    samples_per_label: int = 0
+    n_experiments: int = 10
+    finetune: str | None = None
+    epochs: int | None = None  # of each fine-tune bench runs
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(DataOptions):
+    method: str = "full"
+    model: str = DEFAULT_MODEL
+    epochs: int | None = None
+    lr: float | None = None
+    train_batch_size: int | None = None
+    max_length: int = 128
+    val_size: float | None = None
+    max_pairs: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    progress: bool = True
+
+
+def make(cls, given: dict, where: str = ""):
+    """``cls(**given)``, with an unknown name raised as a ``ConfigError`` listing the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ConfigError(f"{where}unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"expected some of: {', '.join(sorted(names))}")
+    return check(cls(**given))
+
+
+def from_namespace(cls, args):
+    """The config a parsed command line asks for: every field the namespace has, by name."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    if hasattr(args, "quiet"):
+        given["progress"] = not args.quiet
+    return check(cls(**given))
+
+
+def encoder_params(config) -> dict:
+    """The ``BertEncoder`` parameters a config holds."""
+    keys = ("model", "pooling", "layers", "max_length", "normalize", "precision", "long", "batch_size", "device")
+    return {k: getattr(config, k) for k in keys if hasattr(config, k)}
+
+
+def _positive(config, name: str, allow_none: bool = False) -> None:
+    value = getattr(config, name, 1)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"bad {name}={value!r}; expected a positive whole number")
+
+
+def check(config):
+    """Values wrong whatever the data, checked before a file is read or a model loads."""
+    if isinstance(config, DataOptions):
+        if not isinstance(config.test_size, (int, float)) or not 0 < config.test_size < 1:
+            raise ConfigError(f"bad test_size={config.test_size!r}; expected a share between 0 and 1, e.g. 0.2")
+    if isinstance(config, EncoderOptions):
+        for name in ("max_length", "batch_size", "shard_size"):
+            _positive(config, name)
+        _positive(config, "window", allow_none=True)
+    if isinstance(config, SelectOptions):
+        if isinstance(config.cv, bool) or not isinstance(config.cv, int) or config.cv < 2:
+            raise ConfigError(f"bad cv={config.cv!r}; expected 2 or more folds")
+        if config.class_weight not in (None, "balanced"):
+            raise ConfigError(f"bad class_weight={config.class_weight!r}; expected None or 'balanced'")
+    if isinstance(config, BenchConfig):
+        if config.samples_per_label < 0:
+            raise ConfigError(f"bad samples_per_label={config.samples_per_label}; expected a positive number of "
+                              "training samples per label (0: the normal bench)")
+        if config.samples_per_label and config.n_experiments < 1:
+            raise ConfigError(f"bad n_experiments={config.n_experiments}; expected 1 or more (default 10)")
+    if isinstance(config, FinetuneConfig):
+        _positive(config, "max_pairs", allow_none=True)
+        _positive(config, "epochs", allow_none=True)
+        _positive(config, "train_batch_size", allow_none=True)
+    return config
+
+
+def replace(config, **changes):
+    return check(dataclasses.replace(config, **changes))
+
+
+def as_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+__all__ = ["BenchConfig", "EmbedConfig", "FinetuneConfig", "FitConfig", "field"]
