@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 
 from bertfeat.errors import BertfeatError
@@ -49,6 +50,13 @@ EXAMPLES = {
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one `error:` line and exit code 2, like every other user error."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A word starting with -<digit> is a value, not a flag (none of ours starts with a digit), so
+        # `--layers -4:` and `--layers -4,-1` parse as the README writes them. Python 3.14's argparse
+        # matches the same way; older ones took only plain numbers (-2) and wanted `--layers=-4:`.
+        self._negative_number_matcher = re.compile(r"-\.?\d")
 
     def error(self, message):
         self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
@@ -232,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--encoding", default="utf-8")
-    p.add_argument("--drop-empty", action="store_true")
+    p.add_argument("--drop-empty", action="store_true",
+                   help="skip empty texts (of --text or --data) instead of failing; empty: only spaces or "
+                        "invisible characters")
     p.add_argument("--json", action="store_true", help="print a JSON list of {text, label, proba}")
     p.add_argument("--quiet", action="store_true")
     return parser

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from bertfeat.errors import BertfeatError
+from bertfeat.errors import BertfeatError, DataError
 from bertfeat.steps import (base_encoder, cache_dir, check_flags, default_out, default_view, embed_views,
                             embedder, read_labelled, save_model, window_texts)
 
@@ -164,8 +164,6 @@ def cmd_bench(args) -> dict:
     for name in heads:
         head_info(name)  # an unknown head fails before any embedding work
     ft_methods = finetune_methods(args.finetune)  # fine-tuned reference rows: bertfeat/finetuning.py
-    if args.cv < 2:
-        raise BertfeatError(f"bad --cv {args.cv}; expected 2 or more folds")
     if args.features:
         specs = _list_arg(args.features, "--features")
     else:  # the candidate views, unless --pooling/--layers name another one
@@ -247,13 +245,12 @@ def cmd_predict(args):
     from bertfeat.extract import read_table
 
     check_flags(args)
+    if args.text:  # before the model loads: an empty --text fails in one line, as an empty row of --data does
+        texts, pairs = given_texts(args.text, args.pair, args.drop_empty)
+        labels = None
     clf = load(args.model_dir, trust_pickle=args.trust_pickle, precision=args.precision, device=args.device,
                batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)
-    if args.text:
-        texts, pairs, labels = args.text, args.pair, None
-        if pairs is not None and len(pairs) != len(texts):
-            raise BertfeatError(f"{len(texts)} --text but {len(pairs)} --pair; give one --pair after each --text")
-    else:
+    if not args.text:
         if args.pair:
             raise BertfeatError("--pair goes with --text; --data reads pairs from the file's pair column "
                                 f"(the model's: {clf.pair_col or 'none, it takes single texts'})")
@@ -284,6 +281,27 @@ def cmd_predict(args):
     if accuracy is not None:
         print(f"\naccuracy {accuracy:.4f} on {len(rows)} labelled texts")
     return rows
+
+
+def given_texts(texts: list[str], pairs: list[str] | None, drop_empty: bool):
+    """predict's --text (and --pair) values, held to the rule a file's rows are held to: an empty text is
+    an error, or skipped with --drop-empty."""
+    from bertfeat.extract.data import is_blank
+
+    if pairs is not None and len(pairs) != len(texts):
+        raise BertfeatError(f"{len(texts)} --text but {len(pairs)} --pair; give one --pair after each --text")
+    empty = [i for i, text in enumerate(texts) if is_blank(text)]
+    if empty and not drop_empty:
+        which = ", ".join(str(i + 1) for i in empty)
+        raise DataError(f"--text number{'s' if len(empty) > 1 else ''} {which} (of {len(texts)}) "
+                        f"{'are' if len(empty) > 1 else 'is'} empty: only spaces or invisible characters; "
+                        "give a text, or pass --drop-empty to skip empty ones")
+    if empty:
+        log.warning("skipping %d empty --text (--drop-empty)", len(empty))
+    keep = sorted(set(range(len(texts))) - set(empty))
+    if not keep:
+        raise DataError(f"all {len(texts)} --text are empty; nothing to label")
+    return [texts[i] for i in keep], [pairs[i] for i in keep] if pairs is not None else None
 
 
 def cmd_cache(args) -> dict:

@@ -3,13 +3,14 @@ a fitted head -> a model folder. `commands` composes them into subcommands."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
 
 import numpy as np
 
-from bertfeat.errors import BertfeatError
+from bertfeat.errors import BertfeatError, ConfigError, DataError
 
 log = logging.getLogger("bertfeat")
 
@@ -81,11 +82,24 @@ def read_labelled(args):
     train = read(args.train)
     test = read(args.test) if args.test else None
     if test is None:
+        check_split(len(train.texts), len(set(train.labels)), args.test_size, args.train)
         train, test = split_table(train, args.test_size, args.seed)
     for warning in check_labels(train, test):
         log.warning(warning)
     pairs = train.pairs + test.pairs if train.pairs is not None else None
     return train, test, train.texts + test.texts, pairs
+
+
+def check_split(n_rows: int, n_classes: int, test_size: float, source: str) -> None:
+    """--test-size must leave a training row per class: a stratified split needs that many, and a head
+    cannot learn a class it never sees. The test rows are counted as scikit-learn's split counts them."""
+    n_train = n_rows - math.ceil(test_size * n_rows)
+    if n_train >= n_classes:
+        return
+    largest = math.floor(100 * (n_rows - n_classes) / n_rows) / 100
+    fix = f"pass --test-size {largest:g} or less, or a --test file" if largest > 0 else "pass a --test file"
+    raise DataError(f"--test-size {test_size:g} holds out {n_rows - n_train} of the {n_rows} rows of {source}, "
+                    f"leaving {n_train} to train on; {n_classes} (one per class) are needed: {fix}")
 
 
 def save_model(args, out, head, head_name, spec, encoders, emb, summary, command):
@@ -130,6 +144,11 @@ def check_flags(args) -> None:
             raise BertfeatError(f"--out {out}: is a file; pass a new folder")
         if os.path.isdir(out) and os.listdir(out):
             raise BertfeatError(f"--out {out}: folder exists and is not empty; pass a new folder")
+    if getattr(args, "test", None) is None and not 0 < getattr(args, "test_size", 0.2) < 1:
+        raise ConfigError(f"bad --test-size {args.test_size:g}; expected the held-out share of --train, "
+                          "between 0 and 1, e.g. 0.2")
+    if getattr(args, "cv", 2) < 2:
+        raise ConfigError(f"bad --cv {args.cv}; expected 2 or more folds")
     if getattr(args, "samples_per_label", 0) < 0:
         raise BertfeatError(f"bad --samples-per-label {args.samples_per_label}; expected a positive number "
                             "of training samples per label (0: the normal bench)")

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from bertfeat.errors import BertfeatError
+from bertfeat.errors import BertfeatError, ConfigError
 from bertfeat.extract.data import iter_tables
 from sklearn.base import clone
 
@@ -137,6 +137,7 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
     """
     for enc in encoders:
         enc.validate()
+    check_pool(num_workers, gpus_per_worker, block_texts)
     # Ray reports worker deaths and worker output on stdout, some of it only as it shuts down (its log
     # de-duplicator flushes then): --json needs stdout for its one object, so the whole session goes to stderr.
     with contextlib.redirect_stdout(sys.stderr), _session(address) as ray:
@@ -156,8 +157,6 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
         threads = None if gpus_per_worker else max(1, min(node_cpus, cpus // max(num_workers, 1)))
         if not gpus_per_worker:  # an actor without a GPU share must not pick up a node's GPU through auto
             encoders = [clone(enc).set_params(device="cpu") for enc in encoders]
-        if num_workers < 1 or block_texts < 1:
-            raise BertfeatError("--num-workers and --block-size must be positive")
         _verify_cache(encoders, cache_dir)
         context = ray.data.DataContext.get_current()
         # An error a block raises ends the job at once (Ray Data's defaults, relied on here): it would recur.
@@ -212,6 +211,18 @@ def embed_on_ray(encoders: list[BertEncoder], files: list[str], cache_dir: str, 
         return {**totals, "engine": "ray", "num_workers": num_workers, "gpus_per_worker": gpus_per_worker,
                 "files": len(files), "worker_seconds": round(busy, 3), "device": ",".join(sorted(devices)) or None,
                 "precision": ",".join(sorted(precisions)) or None}
+
+
+def check_pool(num_workers: int | None, gpus_per_worker: float | None, block_texts: int | None) -> None:
+    """The pool's sizes, checked before Ray starts (None: the default, chosen from the cluster)."""
+    if num_workers is not None and num_workers < 1:
+        raise ConfigError(f"bad --num-workers {num_workers}; expected 1 or more encoder actors")
+    gpus = gpus_per_worker
+    if gpus is not None and not (gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):  # Ray's rule, NaN out
+        raise ConfigError(f"bad --gpus-per-worker {gpus:g}; expected 0 (CPU actors), a share of one "
+                          "GPU such as 0.5 (actors share a GPU), or a whole number of GPUs per actor")
+    if block_texts is not None and block_texts < 1:
+        raise ConfigError(f"bad --block-size {block_texts}; expected 1 or more texts per actor call")
 
 
 def _died(where: str, times: int) -> str:
