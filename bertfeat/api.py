@@ -15,8 +15,8 @@ import threading
 
 import numpy as np
 
-from bertfeat.classify.model_dir import ENCODER_KEYS
-from bertfeat.errors import BertfeatError
+from bertfeat.classify.model_dir import ENCODER_KEYS, MANIFEST
+from bertfeat.errors import BertfeatError, ModelFolderError
 
 log = logging.getLogger("bertfeat")
 
@@ -141,13 +141,10 @@ class TextClassifier:
         from bertfeat.classify.model_dir import OWN_KEYS, save_model_dir
 
         manifest = {k: v for k, v in self.manifest.items() if k not in OWN_KEYS}
-        out = save_model_dir(path, self.head, manifest, self.run or {})
         local = encoder_folder(self.folder, self.manifest)
-        if local:  # a fine-tuned encoder travels with its head
-            import shutil
-
-            shutil.copytree(local, os.path.join(out, self.manifest["encoder_folder"]))
-        return out
+        # a fine-tuned encoder travels with its head, staged with it: the folder appears whole or not at all
+        folders = {self.manifest["encoder_folder"]: local} if local else {}
+        return save_model_dir(path, self.head, manifest, self.run or {}, folders)
 
     def _inputs(self, X, pairs):
         from bertfeat.extract.encoder import split_inputs
@@ -221,10 +218,19 @@ def encoder_folder(path: str | None, manifest: dict) -> str | None:
     name = manifest.get("encoder_folder")
     if not name or path is None:
         return None
-    folder = os.path.join(os.path.abspath(path), name)
-    if os.path.basename(name) != name or name in (".", "..") or not os.path.isdir(folder):
-        raise BertfeatError(f"model folder {path}: its fine-tuned encoder '{name}' is missing; copy the whole "
-                            "folder, encoder included")
+    root = os.path.abspath(path)
+    folder = os.path.join(root, str(name))
+    # Only a subfolder of the model folder: an absolute path, '..', a symlink or encoder entries naming
+    # another model would load weights from outside what was copied and checked.
+    outside = [e["model"] for e in manifest["encoders"] if e["model"] != name]
+    if (not isinstance(name, str) or os.path.basename(name) != name or name in (".", "..") or outside
+            or os.path.islink(folder) or os.path.dirname(os.path.realpath(folder)) != os.path.realpath(root)):
+        raise ModelFolderError(f"model folder {path}: {MANIFEST} names a fine-tuned encoder outside the folder "
+                               f"({(outside or [name])[0]!r}); only a subfolder such as 'encoder' is loaded, "
+                               "refusing it")
+    if not os.path.isdir(folder):
+        raise ModelFolderError(f"model folder {path}: its fine-tuned encoder '{name}' is missing; copy the whole "
+                               "folder, encoder included")
     return folder
 
 

@@ -15,19 +15,29 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import platform
+import re
 import shutil
+import socket
 import tempfile
+import time
 
 import joblib
 
 from bertfeat.cache import atomic_write_json, sha256_file
 from bertfeat.classify import persist
-from bertfeat.errors import BertfeatError
+from bertfeat.errors import BertfeatError, ModelFolderError
+
+log = logging.getLogger("bertfeat")
 
 SAFE_HEAD = "head.npz"
 PICKLED_HEAD = "head.joblib"
+# A folder being written: .tmp-model-<pid>@<host>-<random>, renamed into place once whole. One left by a
+# writer that died is removed by the next save beside it: its process is gone, or it is older than STALE.
+TMP_PREFIX = ".tmp-model-"
+STALE = 3600  # seconds; writing a head (and copying an encoder) takes far less
 MANIFEST = "manifest.json"
 RUN = "run.json"
 # Bump when the manifest's keys change; read_manifest refuses other formats in one line.
@@ -64,15 +74,20 @@ def head_bytes(head) -> tuple[str, bytes]:
         return PICKLED_HEAD, buf.getvalue()
 
 
-def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
-    """Write the folder under a temp name beside ``out``, then rename: a crash leaves no half folder."""
+def save_model_dir(out: str, head, manifest: dict, run: dict, folders: dict | None = None) -> str:
+    """Write the folder under a temp name beside ``out``, then rename: a crash leaves no half folder.
+
+    ``folders``: name inside the model folder -> folder copied there (a fine-tuned encoder), staged with
+    the rest so that the folder appears whole or not at all.
+    """
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise BertfeatError(f"--out {out}: exists and is not an empty folder; pass a new folder")
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-model-")
+        _remove_stale(parent)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f"{TMP_PREFIX}{os.getpid()}@{socket.gethostname()}-")
     except OSError as exc:
         raise BertfeatError(f"--out {out}: cannot create ({exc.strerror}); pass a writable folder") from None
     try:
@@ -83,6 +98,8 @@ def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
             os.fsync(fh.fileno())  # durable before the rename publishes the folder (run.json, manifest: likewise)
         atomic_write_json(os.path.join(tmp, RUN), run)
         files = {n: sha256_file(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))}
+        for name, source in (folders or {}).items():  # checked by the manifest's model_id, not file sums
+            shutil.copytree(source, os.path.join(tmp, name))
         atomic_write_json(os.path.join(tmp, MANIFEST), {**manifest, "format": FORMAT, "head_file": name,
                                                         "files": files})
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a model folder is shared like any other
@@ -98,6 +115,32 @@ def save_model_dir(out: str, head, manifest: dict, run: dict) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _remove_stale(parent: str) -> None:
+    """Remove the temp folders of saves into ``parent`` that died midway (see ``TMP_PREFIX``)."""
+    host = socket.gethostname()
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if not name.startswith(TMP_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        writer = re.fullmatch(rf"{re.escape(TMP_PREFIX)}(\d+)@(.*)-\w+", name)
+        try:
+            old = time.time() - os.stat(path).st_mtime > STALE
+        except OSError:
+            continue  # removed meanwhile
+        if old or (writer and writer[2] == host and not _alive(int(writer[1]))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or not a pid we can ask about): leave its folder alone
+    return True
 
 
 def _fsync_dir(path: str) -> None:
@@ -121,24 +164,24 @@ def read_manifest(path: str) -> dict:
     """
     manifest_path = os.path.join(path, MANIFEST)
     if not os.path.isfile(manifest_path):
-        raise BertfeatError(f"model folder {path}: no {MANIFEST}; pass a folder written by 'fit' or 'bench'")
+        raise ModelFolderError(f"model folder {path}: no {MANIFEST}; pass a folder written by 'fit' or 'bench'")
     try:
         with open(manifest_path) as fh:
             manifest = json.load(fh)
         files, fmt = manifest["files"], manifest.get("format")
     except (ValueError, KeyError, TypeError):
-        raise BertfeatError(f"model folder {path}: {MANIFEST} is damaged; fit the model again") from None
+        raise ModelFolderError(f"model folder {path}: {MANIFEST} is damaged; fit the model again") from None
     if fmt not in READS:
-        raise BertfeatError(f"model folder {path}: written by another bertfeat version (model format {fmt}, "
+        raise ModelFolderError(f"model folder {path}: written by another bertfeat version (model format {fmt}, "
                             f"this one reads {' and '.join(map(str, READS))}); fit the model again")
     check_manifest(path, manifest)
     head_file = manifest.get("head_file")
     if head_file not in (SAFE_HEAD, PICKLED_HEAD) or head_file not in files:
-        raise BertfeatError(f"model folder {path}: {MANIFEST} names no head file; fit the model again")
+        raise ModelFolderError(f"model folder {path}: {MANIFEST} names no head file; fit the model again")
     for name, digest in files.items():
         file_path = os.path.join(path, name)
         if os.path.basename(name) != name or not os.path.isfile(file_path):
-            raise BertfeatError(f"model folder {path}: {name} is missing; the folder is incomplete")
+            raise ModelFolderError(f"model folder {path}: {name} is missing; the folder is incomplete")
         if name != head_file and sha256_file(file_path) != digest:
             raise _changed(path, name)
     return manifest
@@ -147,8 +190,8 @@ def read_manifest(path: str) -> dict:
 def check_manifest(path: str, manifest) -> None:
     """The manifest keys that loading reads, with the types it needs: a hand-edited or foreign manifest
     fails here in one line, not later as a KeyError or TypeError."""
-    def bad(what: str) -> BertfeatError:
-        return BertfeatError(f"model folder {path}: {MANIFEST} {what}; fit the model again")
+    def bad(what: str) -> ModelFolderError:
+        return ModelFolderError(f"model folder {path}: {MANIFEST} {what}; fit the model again")
 
     if not isinstance(manifest, dict):
         raise bad(f"is not a JSON object but {type(manifest).__name__}")
@@ -169,8 +212,8 @@ def check_manifest(path: str, manifest) -> None:
             raise bad(f"has no '{key}' {kind.__name__}")
 
 
-def _changed(path: str, name: str) -> BertfeatError:
-    return BertfeatError(f"model folder {path}: {name} does not match the checksum in {MANIFEST}; "
+def _changed(path: str, name: str) -> ModelFolderError:
+    return ModelFolderError(f"model folder {path}: {name} does not match the checksum in {MANIFEST}; "
                          "the folder was changed or damaged, refusing to load it")
 
 
@@ -182,7 +225,7 @@ def load_head(path: str, manifest: dict, trust_pickle: bool = False):
     """
     name = manifest["head_file"]
     if name == PICKLED_HEAD and not trust_pickle:
-        raise BertfeatError(
+        raise ModelFolderError(
             f"model folder {path}: the '{manifest.get('head')}' head is a pickle ({name}), and loading a pickle "
             "runs code from the file; if you trust who wrote this folder, pass --trust-pickle "
             "(trust_pickle=True in Python)")
@@ -193,18 +236,35 @@ def load_head(path: str, manifest: dict, trust_pickle: bool = False):
     if name == PICKLED_HEAD:
         return joblib.load(io.BytesIO(data))
     try:
-        return persist.loads(data)
+        head = persist.loads(data)
     except ValueError as exc:
-        raise BertfeatError(f"model folder {path}: {name} is not a head this version reads ({exc}); "
-                            "fit the model again") from None
+        raise ModelFolderError(f"model folder {path}: {name} is not a head this version reads "
+                               f"({' '.join(str(exc).split())}); fit the model again") from None
+    if [str(c) for c in head.classes_] != manifest.get("labels"):
+        raise ModelFolderError(f"model folder {path}: {name} predicts other labels than {MANIFEST} lists; "
+                               "fit the model again")
+    return head
 
 
 def load_model_dir(path: str, trust_pickle: bool = False) -> tuple[dict, object, dict]:
     """(manifest, head, run.json) of a model folder, every file checked against the manifest."""
     manifest = read_manifest(path)
     head = load_head(path, manifest, trust_pickle)
-    run = {}
-    if RUN in manifest["files"]:
-        with open(os.path.join(path, RUN)) as fh:
+    return manifest, head, _read_run(path, manifest)
+
+
+def _read_run(path: str, manifest: dict) -> dict:
+    """run.json, or {} with a warning when it is not a JSON object: it only records how the model was
+    trained, and the head and manifest (checked) are all that predicting needs."""
+    if RUN not in manifest["files"]:
+        return {}
+    try:
+        with open(os.path.join(path, RUN), encoding="utf-8") as fh:
             run = json.load(fh)
-    return manifest, head, run
+        if isinstance(run, dict):
+            return run
+    except (ValueError, RecursionError):
+        pass
+    log.warning("warning: model folder %s: %s is not a JSON object; ignoring it (it only records how the model "
+                "was trained)", path, RUN)
+    return {}

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import zipfile
 
 import numpy as np
 from sklearn.ensemble import VotingClassifier
@@ -33,6 +35,7 @@ from sklearn.utils import Bunch
 
 from bertfeat.classify.calibration import Calibrated
 from bertfeat.classify.ensemble import Columns, SoftVote
+from bertfeat.classify.head_check import MAX_DEPTH, attributes, check, probe
 from bertfeat.classify.heads import FewRowsKNN, FewRowsMLP, Oversampled, ShrunkLDA, SoftmaxSVC, TopComponents
 from bertfeat.classify.torch_head import TorchSoftmaxClassifier
 
@@ -60,16 +63,71 @@ def dumps(head) -> bytes:
 
 
 def loads(data: bytes):
-    """Rebuild a head from ``dumps`` bytes. Raises ``ValueError`` on anything malformed or not allowed."""
+    """Rebuild a head from ``dumps`` bytes. Raises ``ValueError`` on anything malformed or not allowed.
+
+    Nothing reaches ``predict`` unchecked: only the arrays the tree names are read, each within a size
+    budget taken from the zip and ``.npy`` headers before anything is decompressed; an object gets only
+    the attributes its class declares, of the declared kinds, with shapes that agree the way
+    scikit-learn's C code assumes; and the head must turn a few random vectors into probabilities
+    (``head_check.py``).
+    """
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except Exception as exc:  # zipfile, numpy format and pickle-refusal errors alike: not our file
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = {info.filename: info for info in archive.infolist()}
+    except Exception as exc:  # not a zip at all
         raise ValueError(f"not a head file ({type(exc).__name__})") from None
-    if STATE not in arrays:
-        raise ValueError(f"no {STATE} inside")
-    tree = json.loads(arrays.pop(STATE).tobytes().decode())
-    return _decode(tree, arrays, {})
+    # A real head file is stored uncompressed (np.savez): 16 times its size is far beyond what an honest
+    # one expands to, and a zip bomb (3 MB declaring 3 GB) is refused before anything is inflated.
+    read = _Reader(archive, members, budget=16 * len(data) + (16 << 20))
+    try:
+        tree = json.loads(read(STATE).tobytes().decode())
+        head = _decode(tree, read, {}, 0)
+        probe(head, check(head))
+    except RecursionError:
+        raise ValueError(f"state nested deeper than {MAX_DEPTH} levels") from None
+    except (TypeError, KeyError, IndexError, AttributeError, UnicodeError, ArithmeticError) as exc:
+        # a shape the checks above let through but the head's own code trips on: still malformed
+        raise ValueError(f"malformed state ({type(exc).__name__}: {exc})") from None
+    return head
+
+
+class _Reader:
+    """``read(key)``: the ``.npy`` member ``key`` of the archive, read once, checked against its headers."""
+
+    def __init__(self, archive, members: dict, budget: int):
+        self.archive, self.members, self.budget, self.cache = archive, members, budget, {}
+
+    def __call__(self, key: str) -> np.ndarray:
+        if key not in self.cache:
+            self.cache[key] = self._read(key)
+        return self.cache[key]
+
+    def _read(self, key: str) -> np.ndarray:
+        info = self.members.get(f"{key}.npy") if isinstance(key, str) else None
+        if info is None:
+            raise ValueError(f"missing array {key!r}")
+        if info.file_size > self.budget:
+            raise ValueError(f"array {key!r} declares {info.file_size} bytes uncompressed, more than a head "
+                             f"file of this size holds")
+        self.budget -= info.file_size
+        fmt = np.lib.format
+        try:
+            with self.archive.open(info) as fh:
+                version = fmt.read_magic(fh)
+                header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}[version]
+                shape, fortran, dtype = header(fh)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if dtype.kind not in "biufU" or nbytes != info.file_size - fh.tell():
+                    raise ValueError(f"array {key!r}: header ({dtype}, {shape}) does not match its size")
+                buf = bytearray(nbytes)
+                if fh.readinto(buf) != nbytes:
+                    raise ValueError(f"array {key!r} is truncated")
+        except ValueError:
+            raise
+        except Exception as exc:  # zipfile / zlib / numpy header errors alike: not our file
+            raise ValueError(f"array {key!r} unreadable ({type(exc).__name__})") from None
+        array = np.frombuffer(buf, dtype).reshape(shape, order="F" if fortran else "C")
+        return np.asarray(array, order="C")  # scikit-learn's C code takes C-ordered arrays only
 
 
 def _encode(value, arrays: dict, where: str, seen: dict):
@@ -108,33 +166,66 @@ def _encode(value, arrays: dict, where: str, seen: dict):
     return {"object": name, "state": state, "id": number}
 
 
-def _decode(node, arrays: dict, objects: dict):
-    if node is None or isinstance(node, (bool, int, float, str)):
+_BUSY = object()  # an object being decoded: a reference to it is a cycle
+
+
+def _decode(node, read, objects: dict, depth: int):
+    if depth > MAX_DEPTH:
+        raise ValueError(f"state nested deeper than {MAX_DEPTH} levels")
+    if node is None or isinstance(node, (bool, int, str)):
         return node
+    if isinstance(node, float):
+        return _finite(node, "a number")
     if isinstance(node, list):
-        return [_decode(v, arrays, objects) for v in node]
+        return [_decode(v, read, objects, depth + 1) for v in node]
     if not isinstance(node, dict) or len(node) not in (1, 2, 3):
         raise ValueError("malformed state")
     if "object" in node:
-        cls = SAFE_CLASSES.get(node["object"])
-        if cls is None or not isinstance(node.get("state"), dict):
-            raise ValueError(f"class {node['object']!r} is not one a head may hold")
-        obj = cls.__new__(cls)  # no __init__: the state below is the whole object, as pickle restores it
-        objects[node.get("id")] = obj
-        obj.__dict__.update({k: _decode(v, arrays, objects) for k, v in node["state"].items()})
-        return obj
+        return _decode_object(node, read, objects, depth)
     (kind, value), = node.items()
     if kind == "ref":
-        if value not in objects:
+        obj = objects.get(value) if isinstance(value, int) and not isinstance(value, bool) else None
+        if obj is None:
             raise ValueError(f"reference to an object not stored before it ({value!r})")
-        return objects[value]
+        if obj is _BUSY:
+            raise ValueError(f"reference cycle (object {value} holds itself)")
+        return obj
     if kind in ("array", "scalar"):
-        if value not in arrays:
-            raise ValueError(f"missing array {value!r}")
-        return arrays[value] if kind == "array" else arrays[value][()]
+        array = _finite(read(value), f"array {value!r}")
+        if kind == "array":
+            return array
+        if array.ndim:
+            raise ValueError(f"scalar {value!r} is an array of shape {array.shape}")
+        return array[()]
     if kind == "tuple" and isinstance(value, list):
-        return tuple(_decode(v, arrays, objects) for v in value)
+        return tuple(_decode(v, read, objects, depth + 1) for v in value)
     if kind in ("dict", "bunch") and isinstance(value, dict):
-        out = {k: _decode(v, arrays, objects) for k, v in value.items()}
+        out = {k: _decode(v, read, objects, depth + 1) for k, v in value.items()}
         return Bunch(**out) if kind == "bunch" else out
     raise ValueError(f"malformed state ({kind!r})")
+
+
+def _decode_object(node, read, objects: dict, depth: int):
+    name, state, number = node.get("object"), node.get("state"), node.get("id")
+    cls = SAFE_CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None or not isinstance(state, dict) or set(node) - {"object", "state", "id"}:
+        raise ValueError(f"class {name!r} is not one a head may hold")
+    if number is not None and (not isinstance(number, int) or number in objects):
+        raise ValueError(f"{name}: bad or repeated object id {number!r}")
+    allowed = attributes(cls)
+    unknown = sorted(set(state) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name} has attributes it never holds ({', '.join(unknown[:5])})")
+    objects[number] = _BUSY
+    values = {k: _decode(v, read, objects, depth + 1) for k, v in state.items()}
+    obj = cls.__new__(cls)  # no __init__: the state below is the whole object, as pickle restores it
+    obj.__dict__.update(values)
+    objects[number] = obj
+    return obj
+
+
+def _finite(value, what: str):
+    """``value`` unless it holds a NaN or infinity, which no fitted head does and which predict would spread."""
+    if np.asarray(value).dtype.kind in "fc" and not np.isfinite(value).all():
+        raise ValueError(f"{what} holds NaN or infinite values")
+    return value
