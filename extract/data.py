@@ -1,18 +1,36 @@
-"""Read labelled text tables (CSV, TSV, JSON Lines, Parquet) into plain lists, with errors a user can act on."""
+"""Read labelled text tables (CSV, TSV, JSON Lines, Parquet) into plain lists, with errors a user can act on.
+
+Labels follow one rule in every format (``label_text``), so a CSV and a Parquet copy of it give the same
+classes. A label is compared as its canonical text:
+
+- a number canonicalizes the same way whether the file typed it (JSONL, Parquet) or wrote it as text
+  (CSV, TSV, a string column): integral values as integers (``1``, ``1.0``, ``1.00``, ``1e0`` -> ``1``,
+  ``-0`` -> ``0``), others by the shortest text that reads back as the same float (``0.50`` -> ``0.5``,
+  ``1E-7`` -> ``1e-07``). Text counts as a number only when it is spelled as JSON spells one: ``007``
+  (leading zeros: an ID), ``+1``, ``.5``, ``1.``, ``1_000``, ``0x10``, ``nan``, ``inf`` and numbers too large
+  for a float stay exactly as written, so distinct IDs are never merged;
+- a boolean reads ``True`` / ``False``, typed or as text in any case (JSON writes ``true``, Python ``True``,
+  R and Excel ``TRUE``); ``yes``, ``1`` and ``0`` are not booleans;
+- any other text stays as written, less surrounding whitespace.
+
+Texts are never canonicalized: only labels are compared as classes.
+"""
 from __future__ import annotations
 
 import codecs
 import contextlib
 import csv
 import logging
+import math
 import numbers
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from bertfeat.errors import BertfeatError
+from bertfeat.errors import BertfeatError, DataError
 
 log = logging.getLogger("bertfeat")
 
@@ -170,10 +188,10 @@ def _cell(value) -> str | None:
     if isinstance(value, numbers.Number):
         if value != value:  # NaN (float, numpy or Decimal)
             return None
-        # 1.0 from a numeric column with gaps (Parquet, JSONL) reads as "1", as the CSV writes it.
+        # 1.0 from a numeric column with gaps (Parquet, JSONL) reads as "1", the integer it holds.
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             return str(int(value))
-        return str(value.item() if isinstance(value, np.generic) else value)
+        return str(value)  # numpy's str is the shortest text at the value's own precision (float32 0.1: "0.1")
     for kind, name in NESTED:
         if isinstance(value, kind):
             raise TypeError(name)
@@ -217,13 +235,34 @@ def is_blank(text: str | None) -> bool:
     return not text or not text[0].isprintable() and all(c.isspace() or not c.isprintable() for c in text)
 
 
+# A number as JSON spells it (see the module docstring): groups 2 and 3 are the fraction and the exponent.
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def label_text(cell: str) -> str:
+    """A label's canonical text, the same in every format: ``"1.0"`` and the float 1.0 (as ``_cell`` reads it)
+    both give ``"1"``, ``"TRUE"`` gives ``"True"``, ``"007"`` stays ``"007"`` (the rule: module docstring)."""
+    cell = cell.strip()
+    if cell.lower() in ("true", "false"):
+        return cell.capitalize()
+    number = _NUMBER.fullmatch(cell)
+    if number is None:
+        return cell
+    if not (number.group(2) or number.group(3)):
+        return "0" if cell == "-0" else cell  # an integer is already canonical; int() of a huge one may raise
+    value = float(cell)
+    if not math.isfinite(value):
+        return cell
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def _is_blank(cell: str | None) -> bool:
     return is_blank(cell)
 
 
-def _rows_text(rows: list[int], limit: int = 5) -> str:
-    shown = ", ".join(map(str, rows[:limit]))
-    return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+def _listed(items: list, limit: int = 5) -> str:
+    shown = ", ".join(map(str, items[:limit]))
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_col: str | None = "label",
@@ -244,7 +283,7 @@ def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_co
     empty = [first_row + i for i, v in enumerate(t) if _is_blank(v)]
     if empty and not drop_empty:
         raise BertfeatError(
-            f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {_rows_text(empty)}; "
+            f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {_listed(empty)}; "
             "fill them in or pass --drop-empty to skip them"
         )
     if empty:
@@ -254,12 +293,12 @@ def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_co
         blank = [first_row + i for i in keep if _is_blank(y[i])]
         if blank:
             raise BertfeatError(
-                f"{path}: {len(blank)} blank label(s) in column '{label_col}' at row(s) {_rows_text(blank)}; "
+                f"{path}: {len(blank)} blank label(s) in column '{label_col}' at row(s) {_listed(blank)}; "
                 "label them or remove those rows"
             )
     return Table(texts=[t[i] for i in keep],
                  pairs=[p[i] or "" for i in keep] if p is not None else None,
-                 labels=[y[i].strip() for i in keep] if y is not None else None,
+                 labels=[label_text(y[i]) for i in keep] if y is not None else None,
                  source=path, rows=[first_row + i for i in keep])
 
 
@@ -353,11 +392,16 @@ def check_labels(train: Table, test: Table | None = None) -> list[str]:
         warnings.append(f"{train.source}: {conflicts} text(s) appear more than once with different labels")
     if test is not None and test.labels is not None:
         unseen = [lab for lab in test.labels if lab not in classes]
-        if unseen:
-            warnings.append(
-                f"{test.source}: {len(unseen)} row(s) have labels absent from the training data "
-                f"({', '.join(sorted(set(unseen))[:5])}); they count as errors"
+        absent = _listed(sorted(set(unseen), key=str))  # key=str: the Python API's labels may mix types
+        if len(unseen) == len(test.labels):  # every prediction would be wrong: a score of 0 means nothing
+            raise DataError(
+                f"{test.source} and {train.source} share no label: test labels {absent}; training labels "
+                f"{_listed(sorted(classes, key=str))}; check that --label-col names the same column in both "
+                "files and that both spell the labels alike"
             )
+        if unseen:
+            warnings.append(f"{test.source}: {len(unseen)} row(s) have labels absent from the training data "
+                            f"({absent}); they count as errors")
     return warnings
 
 

@@ -131,7 +131,7 @@ def test_single_class_and_unseen_test_labels(tmp_path):
         check_labels(read_table(str(one)))
     train, test = tmp_path / "tr.csv", tmp_path / "te.csv"
     train.write_text("text,label\na,x\nb,y\na,y\n")
-    test.write_text("text,label\nc,z\n")
+    test.write_text("text,label\nc,z\nd,x\n")  # a partial overlap: test labels that share none are an error
     warnings = check_labels(read_table(str(train)), read_table(str(test)))
     assert any("1 text(s) appear more than once with different labels" in w for w in warnings)
     assert any("absent from the training data (z)" in w for w in warnings)

@@ -227,7 +227,7 @@ def test_loader_reads_every_valid_table_exactly_and_rejects_only_invalid_ones(tm
     Fails when a valid table is rejected, read wrongly (a missing cell read as "None"/"<NA>"/"nan",
     a quote swallowing rows), or an invalid one passes or fails with a traceback.
     """
-    from bertfeat.extract import read_table
+    from bertfeat.extract.data import label_text, read_table
 
     fmt, kind, rows, nested, drop_empty = case
     path = tmp_path / f"r.{fmt.split('-')[0]}"
@@ -253,7 +253,7 @@ def test_loader_reads_every_valid_table_exactly_and_rejects_only_invalid_ones(tm
         return
     assert expected_error is None, f"expected the error {expected_error!r}, read {table}"
     assert table.texts == [texts[i] for i in keep]
-    assert table.labels == [labels[i].strip() for i in keep]
+    assert table.labels == [label_text(labels[i]) for i in keep]  # "0.0" reads "0" (test_labels)
     assert table.rows == [i + 2 for i in keep]
 
 
