@@ -1,30 +1,35 @@
 """bertfeat: text classification on frozen BERT features.
 
-The sub-packages ``extract`` (text -> vectors), ``cache`` (stored vectors) and ``classify`` (heads,
-metrics, bench) import as ``bertfeat.extract`` and so on. An installed wheel holds them inside this
-folder; a source checkout keeps them at the repository root (the layout the project chose), so there
-this package also looks one folder up.
+The Python API is the product; the ``bertfeat`` command line is a thin adapter over it::
+
+    import bertfeat
+    clf = bertfeat.fit("train.csv", head="svm")          # or a DataFrame, or (texts, labels)
+    clf.predict(["my card was declined"])
+    res = bertfeat.bench("train.csv", "test.csv")       # res.table, res.best, res.save("runs/b")
+    clf = bertfeat.load("runs/b/best-model")
+
+Names import lazily: ``import bertfeat`` (every CLI start) pays for neither scikit-learn nor torch.
 """
-import os as _os
+from bertfeat.errors import BertfeatError, CacheError, ConfigError, DataError, ModelFolderError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
-_here = _os.path.dirname(_os.path.abspath(__file__))
-_root = _os.path.dirname(_here)
-if not _os.path.isdir(_os.path.join(_here, "extract")) and _os.path.isfile(_os.path.join(_root, "extract", "__init__.py")):
-    __path__.append(_root)  # noqa: F821  (a package's __path__)
-
-from bertfeat.errors import BertfeatError  # noqa: E402
+_LAZY = {"fit": "bertfeat.api", "bench": "bertfeat.api", "finetune": "bertfeat.api", "embed": "bertfeat.api",
+         "load": "bertfeat.model_folder", "TextClassifier": "bertfeat.classifier", "BenchResult": "bertfeat.benching",
+         "BertEncoder": "bertfeat.extract"}
 
 
 def __getattr__(name):
-    # ``bertfeat.load`` / ``TextClassifier`` on first use: a plain ``import bertfeat`` (every CLI start,
-    # a one-line error included) does not pay for scikit-learn and pandas.
-    if name in ("TextClassifier", "load"):
-        from bertfeat import api
+    if name in _LAZY:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'bertfeat' has no attribute '{name}'")
 
 
-__all__ = ["BertfeatError", "TextClassifier", "__version__", "load"]
+def __dir__():
+    return sorted(__all__)
+
+
+__all__ = ["BenchResult", "BertEncoder", "BertfeatError", "CacheError", "ConfigError", "DataError",
+           "ModelFolderError", "TextClassifier", "__version__", "bench", "embed", "finetune", "fit", "load"]

@@ -67,7 +67,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
     # -- process state: never pickled -------------------------------------------------------------
     def __getstate__(self):
-        state = dict(self.__dict__)
+        state = dict(super().__getstate__())
         state.pop("_lock", None)
         state.pop("_embedder", None)
         return state

@@ -33,13 +33,16 @@ log = logging.getLogger("bertfeat")
 TEMP = "temp"
 
 
-def settings_from(args, method: str, val_size=None):
+def settings_from(config, method: str, val_size=None):
+    """The fine-tune's settings from a ``FinetuneConfig`` (or, for bench's reference rows, a ``BenchConfig``)."""
     from bertfeat.extract.finetune import Settings
 
-    return Settings(method=method, model=args.model, epochs=getattr(args, "epochs", None),
-                    lr=getattr(args, "lr", None), batch_size=getattr(args, "ft_batch_size", None),
-                    val_size=getattr(args, "val_size", val_size), max_length=args.max_length, seed=args.seed,
-                    max_pairs=getattr(args, "max_pairs", None) or 25_000, device=args.device)
+    max_pairs = getattr(config, "max_pairs", None)
+    return Settings(method=method, model=config.model, epochs=getattr(config, "epochs", None),
+                    lr=getattr(config, "lr", None), batch_size=getattr(config, "train_batch_size", None),
+                    val_size=getattr(config, "val_size", None) if val_size is None else val_size,
+                    max_length=config.max_length, seed=config.seed,
+                    max_pairs=25_000 if max_pairs is None else max_pairs, device=config.device)
 
 
 def _unfinished(out: str) -> bool:
@@ -65,7 +68,7 @@ def resolve_out(out: str | None, method: str, key: str) -> str:
     return out
 
 
-def train_and_save(args, method: str, train, test, out: str | None, progress: bool, val_size=None) -> dict:
+def train_and_save(config, method: str, train, test, out: str | None, progress: bool, val_size=None) -> dict:
     """Fine-tune on ``train``, score on ``test``, write the model folder. Returns the summary as fit's."""
     from bertfeat.classify import evaluate
     from bertfeat.classify.metrics import SUMMARY
@@ -73,7 +76,7 @@ def train_and_save(args, method: str, train, test, out: str | None, progress: bo
     from bertfeat.extract.finetune import finetune, run_key
     from bertfeat.extract.pipeline import Embedder
 
-    settings = settings_from(args, method, val_size).resolved()
+    settings = settings_from(config, method, val_size).resolved()
     base_id = model_io.model_id(model_io.resolve_model_dir(settings.model))
     out = os.path.abspath(resolve_out(out, method, run_key(settings, train.texts, train.labels, base_id)))
     work = os.path.join(out, TEMP)
@@ -83,13 +86,12 @@ def train_and_save(args, method: str, train, test, out: str | None, progress: bo
         raise BertfeatError(f"--out {out}: cannot create ({exc.strerror}); pass a writable folder") from None
     tuned = finetune(train.texts, train.labels, settings, work, progress)
     encoder = BertEncoder(model=tuned.encoder_dir, pooling="mean", max_length=settings.max_length,
-                          normalize=method == "setfit", precision=getattr(args, "precision", "auto"),
-                          device=args.device)
+                          normalize=method == "setfit", precision=config.precision, device=config.device)
     texts = (train.texts if method == "setfit" else []) + test.texts
     emb = Embedder([encoder], None)(texts, None, progress=progress)
     vectors = emb.vectors[0]
     X_test = vectors[len(texts) - len(test.texts):]
-    head, fit_extra = _head(method, tuned, vectors[:len(texts) - len(test.texts)], train.labels, args.seed)
+    head, fit_extra = _head(method, tuned, vectors[:len(texts) - len(test.texts)], train.labels, config.seed)
     t0 = time.perf_counter()  # the head alone, as bench times frozen heads (the encoder costs the same)
     proba = head.predict_proba(X_test)
     predict_seconds = time.perf_counter() - t0
@@ -102,7 +104,7 @@ def train_and_save(args, method: str, train, test, out: str | None, progress: bo
                "finetune": {"settings": _plain_settings(settings), "history": tuned.history,
                             "best_epoch": tuned.best_epoch, "device": tuned.device, "autocast": tuned.autocast,
                             "n_val": tuned.n_val, "n_pairs": tuned.n_pairs, "resumed_from": tuned.resumed_from}}
-    model_dir = _commit(args, out, head, method, encoder, tuned, settings, emb, summary)
+    model_dir = _commit(config, out, head, method, encoder, tuned, settings, emb, summary)
     return {**metrics, "fit_seconds": round(fit_seconds, 3), "predict_seconds": predict_seconds,
             "n_train": len(train.texts), "n_test": len(test.texts), "head": f"finetune-{method}", "features": "mean",
             "model": settings.model, "model_dir": model_dir, "method": method, "epochs_run": len(tuned.history) - 1,
@@ -137,21 +139,23 @@ def _head(method: str, tuned, X_train, y_train, seed: int):
     return head, time.perf_counter() - t0
 
 
-def _commit(args, out, head, method, encoder, tuned, settings, emb, summary) -> str:
+def _commit(config, out, head, method, encoder, tuned, settings, emb, summary) -> str:
     """Assemble the model folder in temp/, then move it into ``out``: the manifest last, so a folder counts
     as a model only once it is whole; temp/ (checkpoints) goes after that."""
-    from bertfeat.api import model_manifest
+    from bertfeat.model_folder import model_manifest
     from bertfeat.classify import package_versions, save_model_dir
     from bertfeat.extract.finetune import ENCODER
 
-    manifest = model_manifest([encoder], f"finetune-{method}", "mean", head.classes_, args.text_col,
-                              args.label_col, None)
+    manifest = model_manifest([encoder], f"finetune-{method}", "mean", head.classes_, config.text_col,
+                              config.label_col, None)
     for entry in manifest["encoders"]:
         entry["model"] = ENCODER  # relative to the model folder: bertfeat.load resolves it there
     manifest.update(encoder_folder=ENCODER, base_model=settings.model,
                     finetune={"method": method, "epochs_run": len(tuned.history) - 1, "best_epoch": tuned.best_epoch})
-    run = {"command": "finetune" if getattr(args, "command", "") == "finetune" else args.command,
-           "argv": sys.argv[1:], "settings": {k: v for k, v in vars(args).items()}, "versions": package_versions(),
+    from bertfeat.options import FinetuneConfig, as_dict
+
+    run = {"command": "finetune" if isinstance(config, FinetuneConfig) else "bench",
+           "argv": sys.argv[1:], "settings": as_dict(config), "versions": package_versions(),
            "device": tuned.device, "embedding": emb.summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            **summary}
     work = os.path.join(out, TEMP)
@@ -185,14 +189,10 @@ def print_report(result: dict, metrics: dict) -> None:
     print(f"\nmodel saved to {result['model_dir']}")
 
 
-def cmd_finetune(args) -> dict:
-    from bertfeat.steps import read_labelled
-
-    train, test, _, _ = read_labelled(args)
-    result = train_and_save(args, args.method, train, test, args.out, not args.quiet)
-    if not args.json:
-        print_report(result, result)
-    return result
+def run_finetune(config, train, test, out: str | None = None) -> dict:
+    """``finetune``: tune on ``train`` (a Table), score on ``test``, write the model folder ``out`` (default:
+    runs/<time>-finetune-<method>, or the unfinished run of the same settings, which resumes)."""
+    return train_and_save(config, config.method, train, test, out, config.progress)
 
 
 # -- bench's fine-tuned rows -------------------------------------------------------------------
@@ -209,7 +209,7 @@ def finetune_methods(value: str | None) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def finetune_rows(args, methods: list[str], train, test) -> list[dict]:
+def finetune_rows(config, methods: list[str], train, test) -> list[dict]:
     """One bench row per method, shaped like the frozen heads' rows and marked ``fine_tuned``.
 
     ``cv_score`` is the accuracy on the validation split of the training data (10%, setfit included, so
@@ -220,7 +220,7 @@ def finetune_rows(args, methods: list[str], train, test) -> list[dict]:
     rows = []
     for method in methods:
         log.info("fine-tuning (%s) for bench", method)
-        r = train_and_save(args, method, train, test, None, not args.quiet, val_size=0.1)
+        r = train_and_save(config, method, train, test, None, config.progress, val_size=0.1)
         n_test = max(r["n_test"], 1)
         rows.append({"head": f"{method}-ft" if method == "full" else method, "features": "tuned mean", "cv_score": r["val_accuracy"] or 0.0,
                      "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "macro_precision": r["macro_precision"],
@@ -242,7 +242,7 @@ def mteb_samples(y, per_label: int, n_experiments: int, seed: int) -> list[np.nd
     return [balanced_sample(np.asarray(y), per_label, rng) for _ in range(n_experiments)]
 
 
-def mteb_finetune(args, methods: list[str], train, test) -> dict:
+def mteb_finetune(config, methods: list[str], train, test) -> dict:
     """SetFit on each MTEB experiment's sample (the frozen logistic regression's very rows); mean ± sd."""
     import tempfile
 
@@ -252,18 +252,14 @@ def mteb_finetune(args, methods: list[str], train, test) -> dict:
         raise BertfeatError("--samples-per-label runs --finetune setfit only (a full fine-tune on a few samples "
                             "per label has no validation split to stop on)")
     scores, seconds = [], []
-    for i, idx in enumerate(mteb_samples(train.labels, args.samples_per_label, args.n_experiments, args.seed)):
+    for i, idx in enumerate(mteb_samples(train.labels, config.samples_per_label, config.n_experiments, config.seed)):
         sample = Table([train.texts[j] for j in idx], None, [train.labels[j] for j in idx], train.source,
                        [train.rows[j] for j in idx])
         with tempfile.TemporaryDirectory(prefix="bertfeat-setfit-") as tmp:  # only the score is kept
-            r = train_and_save(args, "setfit", sample, test, os.path.join(tmp, "m"), not args.quiet, val_size=0.0)
+            r = train_and_save(config, "setfit", sample, test, os.path.join(tmp, "m"), config.progress, val_size=0.0)
         scores.append(r["accuracy"])
         seconds.append(r["fit_seconds"])
-        log.info("setfit experiment %d/%d: accuracy %.4f (%.1f s)", i + 1, args.n_experiments, r["accuracy"],
+        log.info("setfit experiment %d/%d: accuracy %.4f (%.1f s)", i + 1, config.n_experiments, r["accuracy"],
                  r["fit_seconds"])
-    out = {"method": "setfit", "accuracy_mean": float(np.mean(scores)), "accuracy_std": float(np.std(scores)),
-           "scores": scores, "fit_seconds_mean": float(np.mean(seconds))}
-    if not args.json:
-        print(f"fine-tuned setfit, same samples: accuracy {100 * out['accuracy_mean']:.2f} "
-              f"± {100 * out['accuracy_std']:.2f}, {out['fit_seconds_mean']:.1f} s per experiment")
-    return out
+    return {"method": "setfit", "accuracy_mean": float(np.mean(scores)), "accuracy_std": float(np.std(scores)),
+            "scores": scores, "fit_seconds_mean": float(np.mean(seconds))}

@@ -66,7 +66,24 @@ def labelled(train, test, config):
     train_table = table_of(train, config, "train")
     test_table = table_of(test, config, "test") if test is not None else None
     if test_table is None:
+        from bertfeat.steps import check_split
+
+        check_split(len(train_table.texts), len(set(train_table.labels)), config.test_size, train_table.source)
         train_table, test_table = split_table(train_table, config.test_size, config.seed)
+    test_table.labels = aligned(test_table.labels, train_table.labels)
     for warning in check_labels(train_table, test_table):
         log.warning(warning)
     return train_table, test_table
+
+
+def aligned(labels, classes):
+    """``labels`` read from a file (text, by the one rule for labels) as the training labels' own values where
+    their text matches: a DataFrame trained on 0/1 is scored on a CSV whose labels read "0"/"1"."""
+    from bertfeat.extract.data import label_text
+
+    if labels is None:
+        return None
+    typed = {label_text(str(c)): c for c in set(classes) if not isinstance(c, str)}
+    if not typed:
+        return labels
+    return [typed.get(v, v) if isinstance(v, str) else v for v in labels]

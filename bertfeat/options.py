@@ -7,12 +7,24 @@ CLI turns ``cv=`` into ``--cv`` when it prints the error.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 from dataclasses import dataclass, field
 
 from bertfeat.errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names the command line offers as choices, kept here so that `--help` imports no scikit-learn or torch;
+# tests/test_api.py checks each against the registry it mirrors (classify.HEADS, extract.POOLINGS, ...).
+HEAD_NAMES = ("knn", "lda", "lgbm", "logreg", "mlp", "sgd", "svm", "torch", "vote")
+DEFAULT_HEADS = ("knn", "lda", "logreg", "svm")
+DEFAULT_VIEWS = ("mean", "mean+max", "mean+max+mean@-2+mean@-3", "mean+mean@-2+mean@-3+mean@-4")
+SCORES = ("accuracy", "macro_f1")
+SCORE_ALIASES = {"f1_macro": "macro_f1"}  # scikit-learn's scorer names for the same scores
+POOLINGS = ("cls", "max", "mean")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32", "int8")
+LONG_MODES = ("chunk", "truncate")
+FINETUNE_METHODS = ("full", "setfit")
 
 
 @dataclass(frozen=True)
@@ -109,15 +121,23 @@ def make(cls, given: dict, where: str = ""):
     if unknown:
         raise ConfigError(f"{where}unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                           f"expected some of: {', '.join(sorted(names))}")
-    return check(cls(**given))
+    return check(cls(**_aliased(given)))
+
+
+def _aliased(given: dict) -> dict:
+    if given.get("select") in SCORE_ALIASES:
+        given = {**given, "select": SCORE_ALIASES[given["select"]]}
+    return given
 
 
 def from_namespace(cls, args):
     """The config a parsed command line asks for: every field the namespace has, by name."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    # a flag left unset (None) takes the field's default: `predict --precision` and `fit --precision` share
+    # one flag whose unset value means "as trained" there and "auto" here
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
     if hasattr(args, "quiet"):
         given["progress"] = not args.quiet
-    return check(cls(**given))
+    return check(cls(**_aliased(given)))
 
 
 def encoder_params(config) -> dict:
@@ -137,6 +157,11 @@ def _positive(config, name: str, allow_none: bool = False) -> None:
 def check(config):
     """Values wrong whatever the data, checked before a file is read or a model loads."""
     if isinstance(config, DataOptions):
+        try:
+            codecs.lookup(config.encoding)
+        except (LookupError, TypeError):
+            raise ConfigError(f"unknown encoding={config.encoding!r}; pass a Python codec name such as utf-8, "
+                              "latin-1 or cp1252") from None
         if not isinstance(config.test_size, (int, float)) or not 0 < config.test_size < 1:
             raise ConfigError(f"bad test_size={config.test_size!r}; expected a share between 0 and 1, e.g. 0.2")
     if isinstance(config, EncoderOptions):
@@ -144,6 +169,9 @@ def check(config):
             _positive(config, name)
         _positive(config, "window", allow_none=True)
     if isinstance(config, SelectOptions):
+        if config.select is not None and config.select not in SCORES:
+            raise ConfigError(f"unknown select={config.select!r}; expected one of: "
+                              f"{', '.join(SCORES + tuple(SCORE_ALIASES))}")
         if isinstance(config.cv, bool) or not isinstance(config.cv, int) or config.cv < 2:
             raise ConfigError(f"bad cv={config.cv!r}; expected 2 or more folds")
         if config.class_weight not in (None, "balanced"):

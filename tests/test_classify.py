@@ -55,7 +55,7 @@ def test_metrics_on_a_worked_example():
 
 def _manifest(head):
     """The manifest fit writes for ``head`` on the default encoder's mean vectors."""
-    from bertfeat.api import model_manifest
+    from bertfeat.model_folder import model_manifest
     from bertfeat.extract import BertEncoder
 
     return model_manifest([BertEncoder()], "logreg", "mean", head.classes_)

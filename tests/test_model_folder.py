@@ -108,7 +108,7 @@ def test_old_model_format_is_one_line_error(bf16_model, tmp_path):
 # -- persistence without pickle ------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["knn", "lda", "lgbm", "logreg", "mlp", "sgd", "svm", "torch", "vote"])
 def test_heads_of_plain_arrays_are_saved_without_pickle(name, demo_vectors, tmp_path):
-    from bertfeat.api import model_manifest
+    from bertfeat.model_folder import model_manifest
     from bertfeat.classify import load_model_dir, make_head, save_model_dir
     from bertfeat.extract import BertEncoder
 
@@ -192,7 +192,7 @@ def test_a_planted_pickle_with_a_matching_manifest_runs_only_with_trust_pickle(b
 
 
 def test_a_pickled_head_needs_trust_pickle_on_predict(demo_vectors, tmp_path):
-    from bertfeat.api import model_manifest
+    from bertfeat.model_folder import model_manifest
     from bertfeat.classify import make_head, save_model_dir
     from bertfeat.extract import BertEncoder
 
@@ -312,7 +312,7 @@ def test_predict_uses_the_pair_of_a_pair_model(tmp_path):
 
 
 def test_predict_keeps_a_precision_asked_for_at_training_where_this_machine_runs_it():
-    from bertfeat.api import _default_precision
+    from bertfeat.model_folder import _default_precision
 
     def trained(asked):
         return {"precision": asked, "runtime": "torch", "device": "cuda", "precision_asked": asked}

@@ -8,7 +8,7 @@ from conftest import ROOT
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch, demo_vectors):
-    from bertfeat.api import model_manifest
+    from bertfeat.model_folder import model_manifest
     from bertfeat.classify import make_head, save_model_dir
     from bertfeat.extract import BertEncoder
 

@@ -1,0 +1,164 @@
+"""``bertfeat.bench``: feature views x heads chosen by cross-validation, one table, the best model.
+
+``run(config, train, test)`` returns a ``BenchResult``; it prints nothing and writes nothing until
+``BenchResult.save(dir)`` (which writes what ``bench --out`` writes: ``best-model/``, results.json/.md
+and the plots).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from bertfeat import options
+from bertfeat.errors import ConfigError
+
+log = logging.getLogger("bertfeat")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What one bench found.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per candidate (the rows of results.md); ``round`` says whether a row was fully
+        cross-validated ("full") or stopped after its first fold by successive halving ("screened").
+    best : TextClassifier or None
+        The candidate with the best cross-validated score, fitted on the whole training set (None in the
+        MTEB protocol, which keeps no model).
+    config : BenchConfig
+    seconds : float
+    """
+
+    table: object
+    best: object
+    config: options.BenchConfig
+    seconds: float
+    rows: list = field(default_factory=list)
+    best_row: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
+    embedding: dict = field(default_factory=dict)
+    mteb: dict | None = None
+    _report: dict = field(default_factory=dict, repr=False)
+
+    def save(self, path: str) -> str:
+        """Write ``path/best-model`` (a model folder) and the report (results.json, results.md, plots);
+        returns the absolute path. ``path`` must be new or empty."""
+        from bertfeat.classify.report import write_report
+        from bertfeat.steps import check_out
+
+        if self.best is None:
+            raise ConfigError("this bench kept no model (MTEB protocol): nothing to save")
+        check_out(path)
+        self.best.save(os.path.join(path, "best-model"))
+        r = self._report
+        write_report(path, self.rows, self.best_row, r["metrics"], r["context"], r["probas"],
+                     list(map(str, self.best.classes_)), r["y_test"])
+        return os.path.abspath(path)
+
+    def as_dict(self) -> dict:
+        """The JSON ``bench --json`` prints (without the folder paths, which ``save`` adds)."""
+        if self.mteb is not None:
+            return self.mteb
+        return {"results": self.rows, "best": self.best_row, "selection": self.selection,
+                "seconds": round(self.seconds, 2), "embedding": self.embedding}
+
+
+def frame(rows: list[dict]):
+    """The rows as a DataFrame, in the table's order, with a ``round`` column: "full" or "screened"."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if len(df):
+        df.insert(2, "round", ["screened" if r.get("accuracy") is None and not r.get("fine_tuned") else "full"
+                               for r in rows])
+    return df
+
+
+def run(config: options.BenchConfig, train, test) -> BenchResult:
+    """The bench of ``config`` on ``train`` (and ``test``: tables as ``inputs.labelled`` returns them)."""
+    from bertfeat.classify.bench import mteb_protocol, run_bench
+    from bertfeat.classify.heads import default_heads, head_info
+    from bertfeat.classify.selection import DEFAULT_VIEWS
+    from bertfeat.classify.tuning import fold_count
+    from bertfeat.finetuning import finetune_methods, finetune_rows, mteb_finetune
+    from bertfeat.steps import default_view, embed_views, list_option, run_record
+
+    halving = not config.heads and not config.features  # the default: views x heads by successive halving
+    heads = list_option(config.heads, "heads") if config.heads else default_heads()
+    for name in heads:
+        head_info(name)
+    ft_methods = finetune_methods(config.finetune)
+    if config.features:
+        specs = list_option(config.features, "features")
+    else:  # the candidate views, unless pooling/layers name another one
+        specs = list(DEFAULT_VIEWS) if default_view(config) == "mean" else [default_view(config)]
+    if config.samples_per_label:
+        specs = specs[:1]  # the MTEB protocol scores one view: embedding the others would be wasted
+    texts = train.texts + test.texts
+    pairs = train.pairs + test.pairs if train.pairs is not None else None
+    cv = config.cv
+    if not config.samples_per_label:  # before embedding: a class too small to cross-validate fails at once
+        cv = fold_count(train.labels, config.cv, train.source)
+    t0 = time.perf_counter()
+    arrays, views, emb = embed_views(config, specs, texts, pairs)
+    n = len(train.texts)
+    split = {spec: (a[:n], a[n:]) for spec, a in arrays.items()}
+    if config.samples_per_label:
+        X_train, X_test = split[specs[0]]
+        result = mteb_protocol(X_train, train.labels, X_test, test.labels, config.samples_per_label,
+                               config.n_experiments, config.seed)
+        result["features"] = specs[0]
+        if ft_methods:  # SetFit on the very samples of each experiment
+            result["finetune"] = mteb_finetune(config, ft_methods, train, test)
+        return BenchResult(frame([]), None, config, time.perf_counter() - t0, embedding=emb.summary(), mteb=result)
+
+    def progress(r):
+        log.info("%-7s %-12s cv %.4f  test acc %.4f  macro-F1 %.4f  (%.1f s)", r.head, r.features, r.cv_score,
+                 r.accuracy, r.macro_f1, r.fit_seconds)
+
+    results, (best, best_head, best_metrics, best_probas), selection = run_bench(
+        split, train.labels, test.labels, heads, cv, config.tune, config.seed, progress, config.jobs,
+        select=config.select, class_weight=config.class_weight, halving=halving, budget=config.budget,
+        ensemble=config.vote and halving, tune_threshold=config.tune_threshold)
+    rows = [r.as_dict() for r in results]
+    if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV
+        rows += finetune_rows(config, ft_methods, train, test)
+        # a candidate dropped after round 1 has no test scores (None): it stays last, as in the frozen table
+        rows.sort(key=lambda r: (r["macro_f1"] is None, -(r["macro_f1"] or 0.0), r["head"], r["features"]))
+    seconds = time.perf_counter() - t0
+    if best.features not in views:  # a soft vote reads the union of its members' views
+        from bertfeat.extract import feature_encoders
+        from bertfeat.steps import base_encoder
+
+        views[best.features] = feature_encoders(best.features, base_encoder(config))
+    clf = _fitted(config, best_head, best.head, best.features, views[best.features], pairs is not None)
+    context = {"train": train.source, "test": test.source, "model": config.model, "n_train": n,
+               "n_test": len(test.texts), "cv": cv, "tune": config.tune, "select": config.select,
+               "class_weight": config.class_weight, "selection": selection, "bench_seconds": seconds,
+               "embedding": emb.summary()}
+    summary = {"metrics": {k: best_metrics[k] for k in ("accuracy", "macro_f1")}, "bench": rows,
+               "n_train": n, "n_test": len(test.texts)}
+    clf.run_ = run_record("bench", config, emb, summary)
+    return BenchResult(frame(rows), clf, config, seconds, rows, best.as_dict(), selection, emb.summary(),
+                       _report={"metrics": best_metrics, "context": context, "probas": best_probas,
+                                "y_test": test.labels})
+
+
+def _fitted(config, head, head_name: str, features: str, encoders, pair: bool):
+    """A fitted ``TextClassifier`` around a head bench already fit on ``encoders``' vectors."""
+    from bertfeat.classifier import TextClassifier
+    from bertfeat.steps import base_encoder
+
+    clf = TextClassifier(head=head_name, features=features, encoder=base_encoder(config), seed=config.seed,
+                         cache_dir=config.cache_dir)
+    clf.head_ = head
+    clf._finish(encoders, pair, {"text_col": config.text_col, "label_col": config.label_col,
+                                 "pair_col": config.pair_col})
+    return clf
+
+
+__all__ = ["BenchResult", "run"]
