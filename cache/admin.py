@@ -3,7 +3,7 @@
 Only what is provably the cache's own is listed or removed (``cache.layout``): entry folders named by the
 fingerprint of their ``encoder.json``, exports named by the hash of their recorded settings, the quarantine,
 and temp files. ``prune`` refuses a root that holds anything else and has no ``CACHEDIR.TAG``, and skips an
-entry a running job holds (``layout.hold``).
+entry or export a running job holds (``layout.hold``, ``exports.hold``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from bertfeat.cache import exports as model_exports
 from bertfeat.cache import layout
 from bertfeat.cache.store import Damaged, VectorStore, read_record
-from bertfeat.errors import BertfeatError
+from bertfeat.errors import BertfeatError, CacheError, ConfigError
 
 # Export settings as extract.onnx_backend.export_settings records them in meta.json (before and after the
 # model identity covered tokenizer and config files): an export's folder name is the hash of one of these,
@@ -25,7 +25,14 @@ _EXPORT_FIELDS = [("weights_sha256", "precision", "outputs", "opset", "export_ve
 LEFTOVER_AGE = 3600  # seconds: a younger temp file may belong to a run still writing it
 
 
+def _check_root(root: str) -> None:
+    """A root that is a file is a mistyped --cache-dir: say so, rather than fail on listing it."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise CacheError(f"cache {root}: is a file, not a folder; pass --cache-dir a cache folder")
+
+
 def _entries(root: str) -> list[tuple[str, dict]]:
+    _check_root(root)
     try:
         names = sorted(os.listdir(root))
     except FileNotFoundError:
@@ -128,7 +135,8 @@ def verify(root: str) -> dict:
                 (damaged if problem[0] == "damaged" else unreadable).append(
                     {"fingerprint": fp, "shard": shard, "problem": problem[1]})
     checked = model_exports.verify_exports(root)
-    damaged += [{"export": d["key"], "problem": f"{d['folder']}: {d['problem']}"} for d in checked["damaged"]]
+    damaged += [{"export": d["key"], "problem": f"model export {d['folder']}: {d['problem']} (exported again on "
+                 "next use)"} for d in checked["damaged"]]
     return {"shards": shards, "exports": checked["exports"], "damaged": damaged, "unreadable": unreadable,
             "quarantined": quarantined(root), "leftovers": _leftovers(root)}
 
@@ -160,6 +168,11 @@ def prune(root: str, model: str | None = None, fingerprint: str | None = None,
     Returns ``removed`` (the entries), ``paths`` (every path removed, or that would be with ``dry_run``) and
     ``skipped`` (paths left in place, and why: in use by a running job, no permission).
     """
+    _check_root(root)
+    days = older_than_days
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or not days >= 0):
+        raise ConfigError(f"bad --older-than {days!r}; expected a number of days, 0 or more (e.g. 30); "
+                          "nothing removed")  # -1 put the cutoff in the future: it removed every entry
     pick = model is not None or fingerprint is not None or older_than_days is not None or everything
     if not (pick or quarantine or leftovers):
         raise BertfeatError("cache prune: say what to remove: --model, --fingerprint, --older-than DAYS, "
@@ -173,18 +186,19 @@ def prune(root: str, model: str | None = None, fingerprint: str | None = None,
               if (model is None or e["model"] == model)
               and (fingerprint is None or e["fingerprint"].startswith(fingerprint))
               and (cutoff is None or e["modified"] < cutoff)] if pick else []
-    plan = [(os.path.join(root, e["fingerprint"]), e) for e in chosen]
+    # (path, its entry or None, whether running jobs lock it)
+    plan = [(os.path.join(root, e["fingerprint"]), e, True) for e in chosen]
     if everything:  # exports are rebuilt on demand (seconds), so --all takes them too
-        plan += [(os.path.join(root, layout.MODELS, x["key"]), None) for x in exports(root)]
+        plan += [(os.path.join(root, layout.MODELS, x["key"]), None, True) for x in exports(root)]
     if everything or quarantine:
-        plan += [(os.path.join(root, q["path"]), None) for q in quarantined(root)]
+        plan += [(os.path.join(root, q["path"]), None, False) for q in quarantined(root)]
     if leftovers:
         now = time.time()
-        plan += [(os.path.join(root, rel), None) for rel in _leftovers(root)
+        plan += [(os.path.join(root, rel), None, False) for rel in _leftovers(root)
                  if now - _mtime(os.path.join(root, rel), now) >= LEFTOVER_AGE]
     removed, paths, skipped = [], [], []
-    for path, entry in plan:
-        problem = None if dry_run else _remove(path, entry is not None)
+    for path, entry, locked in plan:
+        problem = None if dry_run else _remove(path, locked)
         if problem:
             skipped.append({"path": path, "reason": problem})
             continue
@@ -203,11 +217,12 @@ def _mtime(path: str, default: float) -> float:
         return default
 
 
-def _remove(path: str, entry: bool) -> str | None:
-    """Remove ``path``; for an entry, only while no running job holds it. Returns why not, or None."""
+def _remove(path: str, locked: bool) -> str | None:
+    """Remove ``path``; for an entry or export (``locked``), only while no running job holds it. Returns why
+    not, or None."""
     lock = None
     try:
-        if entry:
+        if locked:
             lock = layout.claim(path)
             if lock is None:
                 return "in use by a running job"

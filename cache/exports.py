@@ -2,12 +2,14 @@
 
     <root>/models/<key>/model.onnx, tokenizer.json, meta.json    written by ``extract.onnx_backend``
     <root>/models/<key>/manifest.json                            size and sha256 of those three; written last
+    <root>/models/<key>/.lock                                    held by every job using the export (``hold``)
     <root>/quarantine/models/<key>-<time>/                        a damaged export, moved aside
 
 An export counts only if its manifest exists and every file matches it, as a shard counts only once its
 commit record does: a killed, truncated or edited export is never run. The export that needed it moves
 the damaged folder aside (never deletes it) and exports again. ``<key>`` is 32 hex digits; nothing else
-under ``models/`` is looked at or moved.
+under ``models/`` is looked at or moved. A job holds the export it uses, as it holds its cache entry
+(``layout.hold``), so ``cache prune`` leaves it in place until the job ends.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import os
 import re
 import time
 
+from bertfeat.cache import layout
 from bertfeat.cache.files import atomic_write_json, sha256_file
 from bertfeat.cache.layout import MODELS, QUARANTINE  # damaged exports share the shards' quarantine
 from bertfeat.errors import BertfeatError
@@ -23,6 +26,35 @@ from bertfeat.errors import BertfeatError
 MANIFEST = "manifest.json"
 FILES = ("model.onnx", "tokenizer.json", "meta.json")
 _KEY = re.compile(r"[0-9a-f]{32}")
+_held: dict[str, int] = {}  # export folder -> its lock, open for the rest of this process
+
+
+def hold(folder: str) -> None:
+    """Keep ``cache prune`` off the export in ``folder`` for the rest of this process: a shared lock on its
+    ``.lock``, taken before the export is checked or loaded. Waits while a prune is removing the folder; a
+    folder that is not there (or was just removed) is left alone, to be exported again."""
+    _keep(folder, layout.hold(folder, create=False))
+
+
+def publish(tmp: str, folder: str) -> None:
+    """Rename the finished export ``tmp`` to ``folder``, held (``hold``) from before the rename, so no prune
+    can take it between the rename and its first use. Raises the rename's ``OSError``."""
+    lock = layout.hold(tmp, create=False)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if lock is not None:
+            os.close(lock)
+        raise
+    _keep(folder, lock)
+
+
+def _keep(folder: str, lock: int | None) -> None:
+    old = _held.pop(folder, None)
+    if old is not None:  # this process's lock on an earlier export of the same name
+        os.close(old)
+    if lock is not None:
+        _held[folder] = lock
 
 
 def write_manifest(folder: str) -> None:

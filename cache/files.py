@@ -2,7 +2,8 @@
 
 Files are created with the process's umask, as ``open()`` would: a cache shared by a group (umask 002)
 is readable and writable by the group, and a umask-022 cache is readable by everyone. (``mkstemp`` makes
-every file 0600 whatever the umask, which locked every other user out of a shared cache.)
+every file 0600 whatever the umask, and ``mkdtemp`` every folder 0700, which locked every other user out
+of a shared cache.)
 """
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ def create_temp(folder: str, name: str) -> tuple[int, str]:
         try:
             return os.open(path, flags, 0o666), path
         except FileExistsError:  # 48 random bits: only another writer's identical draw gets here
+            continue
+
+
+def create_temp_dir(folder: str) -> str:
+    """A new empty folder ``.tmp-<random>`` in ``folder``, mode 0777 less the umask (renamed into place
+    when whole, it keeps that mode)."""
+    while True:
+        path = os.path.join(folder, f".tmp-{secrets.token_hex(6)}")
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
             continue
 
 

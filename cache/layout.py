@@ -5,7 +5,8 @@
     <root>/<fingerprint>/encoder.json    the settings, plus the marker key "bertfeat_cache"
     <root>/<fingerprint>/.lock           running jobs hold a shared flock on it; prune takes it exclusively
     <root>/quarantine/<fingerprint>/<shard>-<time>/   damaged shards, moved aside with why.json
-    <root>/models/<key>/                 ONNX exports (extract.onnx_backend)
+    <root>/models/<key>/                 ONNX exports (extract.onnx_backend); a ``.lock`` in each, as in
+                                         an entry (``cache.exports.hold``)
 
 A folder is an entry only if its name is 32 hex digits and equals ``fingerprint_of`` the settings in its
 ``encoder.json``: a GPT-2 tokenizer folder (which ships an ``encoder.json``) never passes, and entries

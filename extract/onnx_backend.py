@@ -20,13 +20,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import warnings
 
 import numpy as np
 
 from bertfeat.cache import exports
+from bertfeat.cache.files import create_temp_dir
 from bertfeat.cache.store import storage_error
 from bertfeat.errors import BertfeatError
 from bertfeat.extract import model as model_io
@@ -56,6 +56,7 @@ def export_folder(model_dir: str, precision: str, all_hidden: bool, cache_root: 
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
     models = os.path.join(cache_root, exports.MODELS)
     folder = os.path.join(models, key)
+    exports.hold(folder)  # before the check: a prune now leaves it (or has removed it, and we export again)
     if os.path.lexists(folder):
         problem = _problem(folder, settings)
         if problem is None:
@@ -65,7 +66,7 @@ def export_folder(model_dir: str, precision: str, all_hidden: bool, cache_root: 
     try:
         os.makedirs(models, exist_ok=True)
         _remove_stale_temps(models)
-        tmp = tempfile.mkdtemp(dir=models, prefix=".tmp-")
+        tmp = create_temp_dir(models)  # the umask's mode, as every cache folder (mkdtemp's is 0700)
     except OSError as exc:
         raise storage_error(cache_root, exc, "write the model export") from None
     try:
@@ -78,12 +79,13 @@ def export_folder(model_dir: str, precision: str, all_hidden: bool, cache_root: 
         exports.write_manifest(tmp)  # last: without it the export is never used
         for _ in range(2):
             try:
-                os.replace(tmp, folder)
+                exports.publish(tmp, folder)  # renamed into place, held by this process
                 break
             except OSError:
                 if not os.path.lexists(folder):
                     raise
             # Another process put an export there first: use it if it checks out, else set it aside.
+            exports.hold(folder)
             problem = _problem(folder, settings)
             if problem is None:
                 break
