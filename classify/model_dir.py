@@ -110,7 +110,8 @@ def save_model_dir(out: str, head, manifest: dict, run: dict, folders: dict | No
         _fsync_dir(parent)  # the rename itself
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise BertfeatError(f"--out {out}: cannot write the model folder ({exc.strerror})") from None
+        reason = exc.strerror or "a file could not be copied"  # shutil.Error (copytree) has no strerror
+        raise BertfeatError(f"--out {out}: cannot write the model folder ({reason})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

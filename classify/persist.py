@@ -2,8 +2,9 @@
 
 Pickle (joblib) rebuilds whatever objects a file names, so unpickling a planted file runs the
 planter's code. This format rebuilds only the classes in ``SAFE_CLASSES``, by name from that table,
-and fills them with what the file holds: numbers, strings, lists and numpy arrays
-(read with ``allow_pickle=False``). Layout of the ``.npz``::
+and fills them with what the file holds: numbers, strings, lists and numpy arrays (never pickled).
+The file is still untrusted input, so only the attributes each class declares are restored, and the
+head is checked before anyone predicts with it (``head_check.py``). Layout of the ``.npz``::
 
     state.json   (stored as a uint8 array) the object tree: {"object": "LogisticRegression",
                  "state": {"coef_": {"array": "a0"}, "C": 10.0, ...}}

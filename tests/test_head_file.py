@@ -44,7 +44,8 @@ def saved(vectors, tmp_path_factory):
 
 
 def _manifest(head, **extra):
-    return {"head": "x", "labels": [str(c) for c in head.classes_], "model_id": "m", "trained_with": {},
+    return {"head": "logreg", "features": "mean", "labels": [str(c) for c in head.classes_], "model_id": "m",
+            "trained_with": {"precision": "fp32", "runtime": "torch", "device": "cpu", "precision_asked": "fp32"},
             "encoders": [{"model": "all-MiniLM-L6-v2"}], **extra}
 
 
@@ -376,35 +377,36 @@ def test_a_save_removes_temp_folders_of_saves_that_died(saved, tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(["m", live.name, mine.name])
 
 
-def _finetuned_folder(saved, tmp_path, link=False):
-    """A model folder with a fine-tuned encoder subfolder (as `finetune` writes it): its files need not
-    be a real model for saving and for the checks before the encoder is loaded."""
+def _finetuned_folder(saved, tiny_bert, tmp_path, link=False):
+    """A model folder with a fine-tuned encoder subfolder, as `finetune` writes it (the tiny BERT stands
+    in for the tuned encoder); ``link``: encoder/ is a symlink to a folder outside."""
+    import shutil
+
     from bertfeat.classify import save_model_dir
+    from bertfeat.extract import model as model_io
 
     head = _load(saved["logreg"][0])
     folder = tmp_path / "ft"
-    manifest = _manifest(head, encoder_folder="encoder", encoders=[{"model": "encoder"}])
+    manifest = _manifest(head, encoder_folder="encoder", encoders=[{"model": "encoder"}],
+                         model_id=model_io.model_id(model_io.resolve_model_dir(tiny_bert)))
     save_model_dir(str(folder), head, manifest, {"command": "finetune"})
-    encoder = tmp_path / "outside-encoder" if link else folder / "encoder"
-    encoder.mkdir()
-    (encoder / "config.json").write_text("{}")
+    encoder = shutil.copytree(tiny_bert, tmp_path / "outside-encoder" if link else folder / "encoder")
     if link:
         os.symlink(encoder, folder / "encoder")
-    return folder, head
+    return folder
 
 
-def test_api_save_of_a_finetuned_model_leaves_nothing_when_the_encoder_copy_fails(saved, tmp_path):
+def test_api_save_of_a_finetuned_model_leaves_nothing_when_the_encoder_copy_fails(saved, tiny_bert, tmp_path):
     """Before: the head folder was renamed into place, then the encoder copied into it; a copy that failed
     left a folder that looked complete but had no (or half an) encoder."""
     import bertfeat
-    from bertfeat.api import TextClassifier
-    from bertfeat.classify import read_manifest
 
-    folder, head = _finetuned_folder(saved, tmp_path)
-    clf = TextClassifier(head, read_manifest(str(folder)), folder=str(folder))
+    folder = _finetuned_folder(saved, tiny_bert, tmp_path)
+    clf = bertfeat.load(str(folder))
     copy = clf.save(str(tmp_path / "copy"))
     assert sorted(os.listdir(copy)) == ["encoder", "head.npz", "manifest.json", "run.json"]
-    os.symlink(tmp_path / "nowhere", folder / "encoder" / "tokenizer.json")  # the copy fails on it
+    assert sorted(os.listdir(os.path.join(copy, "encoder"))) == sorted(os.listdir(folder / "encoder"))
+    os.symlink(tmp_path / "nowhere", folder / "encoder" / "zz-dangling")  # the copy fails on it
     with pytest.raises(bertfeat.BertfeatError, match="cannot write"):
         clf.save(str(tmp_path / "broken"))
     assert not (tmp_path / "broken").exists()
@@ -412,11 +414,11 @@ def test_api_save_of_a_finetuned_model_leaves_nothing_when_the_encoder_copy_fail
 
 
 @pytest.mark.parametrize("where", ["symlink", "absolute", "dotdot", "encoder-entry"])
-def test_a_finetuned_encoder_outside_the_model_folder_is_refused(where, saved, tmp_path):
+def test_a_finetuned_encoder_outside_the_model_folder_is_refused(where, saved, tiny_bert, tmp_path):
     import bertfeat
     from bertfeat.errors import ModelFolderError
 
-    folder, _ = _finetuned_folder(saved, tmp_path, link=where == "symlink")
+    folder = _finetuned_folder(saved, tiny_bert, tmp_path, link=where == "symlink")
     if where != "symlink":
         path = folder / "manifest.json"
         manifest = json.load(open(path))
@@ -430,8 +432,8 @@ def test_a_finetuned_encoder_outside_the_model_folder_is_refused(where, saved, t
         bertfeat.load(str(folder))
 
 
-def test_a_symlinked_encoder_is_one_error_line_from_the_cli(saved, tmp_path):
-    folder, _ = _finetuned_folder(saved, tmp_path, link=True)
+def test_a_symlinked_encoder_is_one_error_line_from_the_cli(saved, tiny_bert, tmp_path):
+    folder = _finetuned_folder(saved, tiny_bert, tmp_path, link=True)
     proc = run_cli("predict", "--model-dir", folder, "--text", "hi")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
