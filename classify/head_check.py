@@ -175,7 +175,9 @@ def _need(ok, obj, what: str) -> None:
 def _shape(obj, key: str, shape: tuple, dtype=None) -> np.ndarray:
     value = getattr(obj, key)
     _need(value.shape == shape, obj, f"{key} has shape {value.shape}, expected {shape}")
-    _need(dtype is None or value.dtype == dtype, obj, f"{key} is {value.dtype}, expected {dtype}")
+    # an exact dtype: the array goes to compiled code, which also wants it C-ordered
+    _need(dtype is None or (value.dtype == dtype and value.flags.c_contiguous), obj,
+          f"{key} is {value.dtype}, expected a C-ordered {np.dtype(dtype)} array")
     return value
 
 

@@ -127,8 +127,8 @@ class _Reader:
             raise
         except Exception as exc:  # zipfile / zlib / numpy header errors alike: not our file
             raise ValueError(f"array {key!r} unreadable ({type(exc).__name__})") from None
-        array = np.frombuffer(buf, dtype).reshape(shape, order="F" if fortran else "C")
-        return np.asarray(array, order="C")  # scikit-learn's C code takes C-ordered arrays only
+        # in the order it was saved: a head predicts bit for bit as before (float32 sums depend on it)
+        return np.frombuffer(buf, dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def _encode(value, arrays: dict, where: str, seen: dict):
