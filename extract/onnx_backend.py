@@ -155,16 +155,14 @@ def _graph(net, all_hidden: bool, use_types: bool):
 
 def _export(model_dir: str, precision: str, all_hidden: bool, folder: str) -> dict:
     import torch
-    from transformers import AutoModel
 
     tokenizer = model_io.load_tokenizer(model_dir)
-    kwargs = model_io.model_kwargs(model_dir)
     # Eager attention traces to plain MatMul/Softmax nodes that both runtimes know how to optimise (an
     # SDPA export measured no faster); a model without an eager implementation exports its default one.
     try:
-        net = AutoModel.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager", **kwargs)
+        net = model_io.load_encoder(model_dir, dtype=torch.float32, attn_implementation="eager")
     except (ValueError, TypeError):
-        net = AutoModel.from_pretrained(model_dir, dtype=torch.float32, **kwargs)
+        net = model_io.load_encoder(model_dir, dtype=torch.float32)
     net.eval().requires_grad_(False)
     use_types = "token_type_ids" in tokenizer.model_input_names
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if use_types else [])
