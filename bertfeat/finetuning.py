@@ -56,7 +56,9 @@ def resolve_out(out: str | None, method: str, key: str) -> str:
 
     if out is None:
         for cand in sorted(glob.glob(os.path.join("runs", f"*-finetune-{method}")), reverse=True):
-            if _unfinished(cand) and checkpoint.key_of(os.path.join(cand, TEMP, "ckpt")) == key:
+            work = os.path.join(cand, TEMP)  # a run that has a checkpoint, or is still making its first one
+            if _unfinished(cand) and key in (checkpoint.key_of(os.path.join(work, "ckpt")),
+                                             checkpoint.started_key(work)):
                 return cand
         return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-finetune-{method}")
     if os.path.exists(os.path.join(out, "manifest.json")):
@@ -72,39 +74,38 @@ def train_and_save(config, method: str, train, test, out: str | None, progress: 
     """Fine-tune on ``train``, score on ``test``, write the model folder. Returns the summary as fit's."""
     from bertfeat.classify import evaluate
     from bertfeat.classify.metrics import SUMMARY
-    from bertfeat.extract import BertEncoder, model as model_io
+    from bertfeat.extract import BertEncoder, checkpoint, model as model_io
     from bertfeat.extract.finetune import finetune, run_key
     from bertfeat.extract.pipeline import Embedder
 
     settings = settings_from(config, method, val_size).resolved()
     base_id = model_io.model_id(model_io.resolve_model_dir(settings.model))
-    out = os.path.abspath(resolve_out(out, method, run_key(settings, train.texts, train.labels, base_id)))
+    key = run_key(settings, train.texts, train.labels, base_id)
+    out = os.path.abspath(resolve_out(out, method, key))
     work = os.path.join(out, TEMP)
-    try:
-        os.makedirs(work, exist_ok=True)
-    except OSError as exc:
-        raise BertfeatError(f"--out {out}: cannot create ({exc.strerror}); pass a writable folder") from None
-    tuned = finetune(train.texts, train.labels, settings, work, progress)
-    encoder = BertEncoder(model=tuned.encoder_dir, pooling="mean", max_length=settings.max_length,
-                          normalize=method == "setfit", precision=config.precision, device=config.device)
-    texts = (train.texts if method == "setfit" else []) + test.texts
-    emb = Embedder([encoder], None)(texts, None, progress=progress)
-    vectors = emb.vectors[0]
-    X_test = vectors[len(texts) - len(test.texts):]
-    head, fit_extra = _head(method, tuned, vectors[:len(texts) - len(test.texts)], train.labels, config.seed)
-    t0 = time.perf_counter()  # the head alone, as bench times frozen heads (the encoder costs the same)
-    proba = head.predict_proba(X_test)
-    predict_seconds = time.perf_counter() - t0
-    pred = np.asarray(head.classes_)[proba.argmax(1)]
-    metrics = evaluate(test.labels, pred)
-    metrics["log_loss"] = _log_loss(test.labels, proba, head.classes_)
-    fit_seconds = tuned.seconds + fit_extra
-    summary = {"metrics": {k: metrics[k] for k in SUMMARY},
-               "fit_seconds": fit_seconds, "n_train": len(train.texts), "n_test": len(test.texts),
-               "finetune": {"settings": _plain_settings(settings), "history": tuned.history,
-                            "best_epoch": tuned.best_epoch, "device": tuned.device, "autocast": tuned.autocast,
-                            "n_val": tuned.n_val, "n_pairs": tuned.n_pairs, "resumed_from": tuned.resumed_from}}
-    model_dir = _commit(config, out, head, method, encoder, tuned, settings, emb, summary)
+    # Until the folder is done, no other process works in it: a second identical command stops here.
+    with checkpoint.hold_run(work, key):
+        tuned = finetune(train.texts, train.labels, settings, work, progress)
+        encoder = BertEncoder(model=tuned.encoder_dir, pooling="mean", max_length=settings.max_length,
+                              normalize=method == "setfit", precision=config.precision, device=config.device)
+        texts = (train.texts if method == "setfit" else []) + test.texts
+        emb = Embedder([encoder], None)(texts, None, progress=progress)
+        vectors = emb.vectors[0]
+        X_test = vectors[len(texts) - len(test.texts):]
+        head, fit_extra = _head(method, tuned, vectors[:len(texts) - len(test.texts)], train.labels, config.seed)
+        t0 = time.perf_counter()  # the head alone, as bench times frozen heads (the encoder costs the same)
+        proba = head.predict_proba(X_test)
+        predict_seconds = time.perf_counter() - t0
+        pred = np.asarray(head.classes_)[proba.argmax(1)]
+        metrics = evaluate(test.labels, pred)
+        metrics["log_loss"] = _log_loss(test.labels, proba, head.classes_)
+        fit_seconds = tuned.seconds + fit_extra
+        summary = {"metrics": {k: metrics[k] for k in SUMMARY},
+                   "fit_seconds": fit_seconds, "n_train": len(train.texts), "n_test": len(test.texts),
+                   "finetune": {"settings": _plain_settings(settings), "history": tuned.history,
+                                "best_epoch": tuned.best_epoch, "device": tuned.device, "autocast": tuned.autocast,
+                                "n_val": tuned.n_val, "n_pairs": tuned.n_pairs, "resumed_from": tuned.resumed_from}}
+        model_dir = _commit(config, out, head, method, encoder, tuned, settings, emb, summary)
     return {**metrics, "fit_seconds": round(fit_seconds, 3), "predict_seconds": predict_seconds,
             "n_train": len(train.texts), "n_test": len(test.texts), "head": f"finetune-{method}", "features": "mean",
             "model": settings.model, "model_dir": model_dir, "method": method, "epochs_run": len(tuned.history) - 1,

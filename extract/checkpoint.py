@@ -13,6 +13,11 @@ Invariant: an epoch counts once its folder is renamed into place. Everything is 
 ``.tmp-`` name first, so a kill at any moment leaves either the previous epoch or the new one, never a
 mix. ``state.json`` carries the run key (settings, data digest, base model identity): a checkpoint of
 other settings or data is refused, never resumed into.
+
+One process at a time works in a run folder: it holds an exclusive lock on ``temp/.lock`` (``hold_run``),
+which also records the run key, so an identical command finds the run before its first checkpoint and
+stops with "already running" instead of deleting the other's checkpoints. The lock dies with its process:
+a killed run never blocks its resume.
 """
 from __future__ import annotations
 
@@ -21,11 +26,17 @@ import os
 import re
 import shutil
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; two identical runs there must be kept apart by the user
+    fcntl = None
+
 from bertfeat.errors import BertfeatError
 
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "state.json"
+LOCK = ".lock"  # in the run's work folder (temp/), beside ckpt/
 _EPOCH = re.compile(r"^epoch-(\d+)$")
 
 
@@ -109,4 +120,40 @@ def key_of(folder: str) -> str | None:
         with open(os.path.join(folder, f"epoch-{epochs[-1]}", STATE)) as fh:
             return json.load(fh).get("key")
     except (OSError, ValueError):
+        return None
+
+
+def hold_run(work: str, key: str):
+    """Hold the run folder whose work folder is ``work`` for this process, recording the run ``key``; returns
+    the open lock file (the lock lasts until it is closed or the process ends). A one-line error when another
+    process holds it, or when it finished meanwhile."""
+    out = os.path.dirname(work)
+    try:
+        os.makedirs(work, exist_ok=True)
+        lock = open(os.path.join(work, LOCK), "a+", encoding="utf-8")
+    except OSError as exc:
+        raise BertfeatError(f"--out {out}: cannot create ({exc.strerror}); pass a writable folder") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise BertfeatError(f"{out}: the same finetune is already running there (another process); wait for it "
+                            "to finish, or pass another --out") from None
+    if os.path.exists(os.path.join(out, "manifest.json")):  # the other run finished while this one started
+        lock.close()
+        raise BertfeatError(f"--out {out}: already holds a finished model; pass a new folder")
+    lock.seek(0)
+    lock.truncate()
+    lock.write(key)
+    lock.flush()
+    return lock
+
+
+def started_key(work: str) -> str | None:
+    """The run key recorded by the process that started the run in ``work`` (``hold_run``), or None."""
+    try:
+        with open(os.path.join(work, LOCK), encoding="utf-8") as fh:
+            return fh.read() or None
+    except OSError:
         return None

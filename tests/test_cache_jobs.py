@@ -161,15 +161,17 @@ def test_the_same_finetune_twice_at_once_the_second_exits_2_and_the_first_finish
     first = _popen(*args, cwd=tmp_path, env=FINETUNE)
     try:
         deadline = time.time() + 300
-        while not glob.glob(str(tmp_path / "runs" / "*" / "temp" / ".lock")):
+        while not glob.glob(str(tmp_path / "runs" / "*" / "temp" / "ckpt" / "epoch-*")):
             assert first.poll() is None and time.time() < deadline, first.stderr.read()
             time.sleep(0.02)
-        first.send_signal(signal.SIGSTOP)  # still running (as a slow run is) while the second starts
+        # Still running (as a slow run is) while the second starts: the second used to resume from the first's
+        # checkpoint in the same folder, and one of the two then deleted what the other was writing.
+        first.send_signal(signal.SIGSTOP)
         second = _popen(*args, cwd=tmp_path, env=FINETUNE)
         out, err = second.communicate(timeout=600)
     finally:
         first.send_signal(signal.SIGCONT)
-    line = _error_line(second)
+    line = _error_line(subprocess.CompletedProcess(second.args, second.returncode, out, err))
     (run,) = glob.glob(str(tmp_path / "runs" / "*"))
     assert "already running" in line and run in line and out == ""
     out, err = first.communicate(timeout=600)
