@@ -94,6 +94,26 @@ class BertEncoder(TransformerMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return True
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # frozen: nothing to learn
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``mean_0`` ... (``mean@-4:_0`` ...): one name per output column, read from the model's config,
+        no model load, so ``set_output(transform="pandas")`` and ColumnTransformer can name columns."""
+        import json
+        import os
+
+        layers = parse_layers(self.layers)
+        with open(os.path.join(model_io.resolve_model_dir(self.model), "config.json")) as fh:
+            width = json.load(fh)["hidden_size"] * len(layers)
+        prefix = self.pooling if self.layers == "-1" else f"{self.pooling}@{self.layers}"
+        return np.asarray([f"{prefix}_{i}" for i in range(width)], dtype=object)
+
     def cache_settings(self) -> dict:
         """Everything that changes the numbers, defaults included, plus the model's identity (``model_sha256``:
         weights, config and tokenizer files) and ``CACHE_VERSION``.

@@ -97,6 +97,23 @@ def demo_vectors(demo, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A vector cache holding the demo data under every encoder of the default bench's views (one forward
+    pass, once per session): tests copy it instead of embedding the same texts again."""
+    from bertfeat.classify.selection import DEFAULT_VIEWS
+    from bertfeat.extract import BertEncoder, embed, feature_encoders, read_table
+
+    folder = tmp_path_factory.mktemp("demo-cache-filled")
+    texts = read_table(DEMO_TRAIN).texts + read_table(DEMO_TEST).texts
+    unique = {}
+    for view in DEFAULT_VIEWS:
+        for enc in feature_encoders(view, BertEncoder()):
+            unique.setdefault(enc.fingerprint(), enc)
+    embed(list(unique.values()), texts, cache_dir=str(folder), progress=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     """A small randomly initialised BERT saved to a temp folder: the 'any Hugging Face model' path."""
     import torch
