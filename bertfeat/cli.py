@@ -48,6 +48,12 @@ EXAMPLES = {
   delivery    0.912    my parcel never arrived
   bertfeat predict --model-dir runs/nli --text "a man sleeps" --pair "a person rests"   # a pair model
   bertfeat predict --model-dir runs/x-lgbm --data new.csv --trust-pickle   # a pickled head""",
+    "serve": """examples:
+  bertfeat serve --model-dir runs/demo-logreg --port 8000
+  curl -s localhost:8000/predict -d '{"texts": ["my parcel never arrived"]}'
+  {"model": "demo-logreg", "classes": [...], "labels": ["delivery"], "probabilities": [[...]]}
+  bertfeat serve --model-dir intent=runs/a --model-dir nli=runs/b   # POST /models/intent/predict
+  (GET /health, /info, /metrics (Prometheus), /docs; SIGTERM answers the requests in flight, then exits 0)""",
 }
 # A library message names a parameter (`cv=3`, `test_size=...`); the command line says the flag.
 _PARAM = re.compile(r"\b([a-z][a-z0-9_]*)=")
@@ -255,7 +261,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the vectors computed here in the cache (default: read it only, add nothing)")
     _runtime_flags(p)
     _output_flags(p)
+
+    _serve_parser(command("serve", [], "serve model folders over HTTP, concurrent requests batched together"))
     return parser
+
+
+def _serve_parser(p) -> None:
+    p.add_argument("--model-dir", action="append", required=True, metavar="[NAME=]DIR",
+                   help="model folder to serve, named NAME (default: the folder's name); repeatable: each is "
+                        "at POST /models/NAME/predict, and a single one also at POST /predict")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
+                                                       "only; 0.0.0.0 for every network)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 0 for any free one (default: %(default)s)")
+    g = p.add_argument_group("batching")
+    g.add_argument("--max-batch", type=int, default=128,
+                   help="most texts gathered into one forward pass; 1 turns batching off (default: %(default)s)")
+    g.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to share its forward pass (default: %(default)s)")
+    g.add_argument("--max-queue", type=int, default=1024,
+                   help="requests waiting for a forward pass; past that, 503 busy (default: %(default)s)")
+    g = p.add_argument_group("request limits (past them: a 4xx JSON error, the server goes on)")
+    g.add_argument("--max-texts", type=int, default=256, help="texts per request (default: %(default)s)")
+    g.add_argument("--max-text-chars", type=int, default=10_000,
+                   help="characters per text or pair (default: %(default)s)")
+    g.add_argument("--max-body", type=int, default=2 * 2**20, metavar="BYTES",
+                   help="bytes per request body (default: %(default)s)")
+    g = p.add_argument_group("model")
+    g.add_argument("--precision", default=None, choices=o.PRECISIONS,
+                   help="forward pass precision (default: as trained where this machine has it, else auto)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="load a pickled head (lgbm): unpickling runs code from the folder; only for folders you trust")
+    p.add_argument("--quiet", action="store_true", help="warnings and errors only on stderr")
+    p.set_defaults(json=False)
 
 
 def _version() -> str:

@@ -61,7 +61,7 @@ def cmd_fit(args):
     model_dir = clf.save(args.out or default_out(config.head))
     if not args.json:
         chosen = clf.selection_
-        print(f"head {config.head} on {config.model} {clf.view()} ({clf.head_.n_features_in_} dims): "
+        print(f"head {config.head} on {config.model} {clf.view()} ({report['dims']} dims): "
               f"{report['n_train']} train, {report['n_test']} test texts; fit {report['fit_seconds']:.1f} s\n")
         if chosen:
             print(f"chosen by {chosen['cv']}-fold CV {chosen['select']}: {chosen['params'] or 'defaults'} "
@@ -244,5 +244,24 @@ def cmd_cache(args):
     return {**done, "dry_run": args.dry_run}, 0
 
 
+def cmd_serve(args):
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise BertfeatError(f"bertfeat serve needs {exc.name or 'fastapi'}, which is not installed: "
+                            "pip install 'bertfeat[serve]'") from None
+    from bertfeat import serve
+
+    options = serve.ServeOptions(
+        host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_texts=args.max_texts, max_text_chars=args.max_text_chars, max_body=args.max_body,
+        max_queue=args.max_queue, precision=args.precision, device=args.device, trust_pickle=args.trust_pickle)
+    options.check()
+    models = serve.load_models(serve.model_dirs(args.model_dir), options)
+    return None, serve.run(models, options, quiet=args.quiet)
+
+
 COMMANDS = {"bench": cmd_bench, "cache": cmd_cache, "embed": cmd_embed, "finetune": cmd_finetune, "fit": cmd_fit,
-            "predict": cmd_predict}
+            "predict": cmd_predict, "serve": cmd_serve}
