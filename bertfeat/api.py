@@ -116,6 +116,7 @@ def run_fit(config: options.FitConfig, train, test=None) -> TextClassifier:
                "n_test": len(test.texts), **clf.selection_}
     clf.run_ = run_record("fit", config, emb, summary)
     clf.report_ = {**metrics, **clf.selection_, "fit_seconds": round(fit_seconds, 3), "n_train": n,
+                   "dims": sum(d or 0 for d in emb.dims),
                    "n_test": len(test.texts), "head": config.head, "features": clf.view(), "model": config.model,
                    "embedding": emb.summary()}
     return clf

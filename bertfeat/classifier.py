@@ -243,6 +243,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X, pairs=None) -> np.ndarray:
         """The most probable label of each text, of the labels' own type; arguments as ``predict_proba``."""
+        check_is_fitted(self, "head_")
         return self.classes_[self.predict_proba(X, pairs).argmax(1)]
 
     def transform_texts(self, texts, pairs=None) -> np.ndarray:

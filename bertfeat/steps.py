@@ -76,7 +76,7 @@ def check_split(n_rows: int, n_classes: int, test_size: float, source: str) -> N
     if n_train >= n_classes:
         return
     largest = math.floor(100 * (n_rows - n_classes) / n_rows) / 100
-    fix = f"pass test_size={largest:g} or less, or a test file" if largest > 0 else "pass a test file"
+    fix = f"pass test_size={largest:g} or less, or test=FILE" if largest > 0 else "pass test=FILE"
     raise DataError(f"test_size={test_size:g} holds out {n_rows - n_train} of the {n_rows} rows of {source}, "
                     f"leaving {n_train} to train on; {n_classes} (one per class) are needed: {fix}")
 

@@ -241,7 +241,7 @@ def load_head(path: str, manifest: dict, trust_pickle: bool = False):
     except ValueError as exc:
         raise ModelFolderError(f"model folder {path}: {name} is not a head this version reads "
                                f"({' '.join(str(exc).split())}); fit the model again") from None
-    if [str(c) for c in head.classes_] != manifest.get("labels"):
+    if [str(c) for c in head.classes_] != [str(c) for c in manifest["labels"]]:
         raise ModelFolderError(f"model folder {path}: {name} predicts other labels than {MANIFEST} lists; "
                                "fit the model again")
     return head

@@ -24,6 +24,7 @@ import logging
 import math
 import numbers
 import os
+import unicodedata
 import re
 from dataclasses import dataclass
 
@@ -231,8 +232,9 @@ def is_blank(text: str | None) -> bool:
     if text is None:
         return True
     text = text.strip()
-    # Only a text that starts with an unprintable character needs the character-by-character look.
-    return not text or not text[0].isprintable() and all(c.isspace() or not c.isprintable() for c in text)
+    # Invisible: control (Cc) and format (Cf: zero-width space, BOM) characters. An unassigned or private
+    # character is not: the tokenizer maps it to [UNK], a token like any other.
+    return not text or all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
 # A number as JSON spells it (see the module docstring): groups 2 and 3 are the fraction and the exponent.

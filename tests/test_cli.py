@@ -106,7 +106,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, cache):
         (("fit", "--train", DEMO_TRAIN, "--head", "xgb"), ["--head", "'xgb'", "logreg"]),
         (("embed", "--data", DEMO_TRAIN, "--pooling", "avg"), ["--pooling", "'avg'"]),
         (("embed", "--data", DEMO_TRAIN, "--layers", "last"), ["--layers 'last'"]),
-        (("embed", "--data", DEMO_TRAIN, "--max-length", "0"), ["max_length 0"]),
+        (("embed", "--data", DEMO_TRAIN, "--max-length", "0"), ["--max-length 0"]),
         (("embed", "--data", tmp_path / "x.xlsx"), ["not found"]),
         (("embed", "--data", sheet), ["sheet.xlsx", "unknown file type '.xlsx'"]),
         (("fit", "--train", DEMO_TRAIN, "--test-size", "2"), ["--test-size 2"]),

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from bertfeat.extract.data import is_blank
+
 from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, cached_vectors, data_rows, generated_rows, run_cli, run_json
 from bertfeat.errors import BertfeatError
 
@@ -234,12 +236,12 @@ def test_loader_reads_every_valid_table_exactly_and_rejects_only_invalid_ones(tm
     _write(path, fmt, kind, rows, nested)
     texts = [_expected_cell(t) for t, _ in rows]
     labels = [_expected_cell(y) for _, y in rows]
-    keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
+    keep = [i for i, t in enumerate(texts) if not is_blank(t)]
     if nested:
         expected_error = f"column '{nested[0]}' has type {NESTED[nested[1]][1]}"
     elif len(keep) < len(rows) and not drop_empty:
         expected_error = "empty text(s) in column 'text'"
-    elif any(labels[i] is None or not labels[i].strip() for i in keep):
+    elif any(is_blank(labels[i]) for i in keep):
         expected_error = "blank label(s) in column 'label'"
     elif not keep:
         expected_error = "no non-empty texts"
