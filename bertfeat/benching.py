@@ -25,7 +25,8 @@ class BenchResult:
     ----------
     table : pandas.DataFrame
         One row per candidate (the rows of results.md); ``round`` says whether a row was fully
-        cross-validated ("full") or stopped after its first fold by successive halving ("screened").
+        cross-validated ("full") or stopped after its first fold by successive halving ("screened"); the
+        screened rows come last, their first fold's score in ``first_fold_score`` (``cv_score`` NaN).
     best : TextClassifier or None
         The candidate with the best cross-validated score, fitted on the whole training set (None in the
         MTEB protocol, which keeps no model).
@@ -56,8 +57,25 @@ class BenchResult:
         self.best.save(os.path.join(path, "best-model"))
         r = self._report
         write_report(path, self.rows, self.best_row, r["metrics"], r["context"], r["probas"],
-                     list(map(str, self.best.classes_)), r["y_test"])
+                     list(map(str, self.best.classes_)), r["y_test"], r.get("texts"), self._facts(path))
         return os.path.abspath(path)
+
+    def _facts(self, path: str) -> dict:
+        """What results.html says about the run beyond the table: data files (size, sha256), the encoder's
+        model_id, versions, seed and the saved model folder's size."""
+        import json
+
+        from bertfeat.cache import sha256_file
+
+        context, model_dir = self._report["context"], os.path.join(path, "best-model")
+        files = {role: {"bytes": os.path.getsize(context[role]), "sha256": sha256_file(context[role])}
+                 for role in ("train", "test") if isinstance(context.get(role), str) and os.path.isfile(context[role])}
+        with open(os.path.join(model_dir, "manifest.json"), encoding="utf-8") as fh:
+            model_id = json.load(fh).get("model_id")
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(model_dir) for f in names)
+        run = getattr(self.best, "run_", {}) or {}
+        return {"files": files, "model_id": model_id, "versions": run.get("versions"), "seed": self.config.seed,
+                "created": run.get("created"), "model_bytes": size}
 
     def as_dict(self) -> dict:
         """The JSON ``bench --json`` prints (without the folder paths, which ``save`` adds)."""
@@ -68,13 +86,19 @@ class BenchResult:
 
 
 def frame(rows: list[dict]):
-    """The rows as a DataFrame, in the table's order, with a ``round`` column: "full" or "screened"."""
+    """The rows as a DataFrame, in the table's order (fully scored rows first), with a ``round`` column:
+    "full" or "screened"; a screened row's one-fold score is in ``first_fold_score``, its ``cv_score`` NaN."""
     import pandas as pd
+
+    from bertfeat.classify.report import screened
 
     df = pd.DataFrame(rows)
     if len(df):
-        df.insert(2, "round", ["screened" if r.get("accuracy") is None and not r.get("fine_tuned") else "full"
-                               for r in rows])
+        stopped = [screened(r) for r in rows]
+        df.insert(2, "round", ["screened" if s else "full" for s in stopped])
+        # a screened row's score is its first fold's, not a CV mean: it gets a column of its own
+        df.insert(4, "first_fold_score", df["cv_score"].where(stopped))
+        df["cv_score"] = df["cv_score"].mask(stopped)
     return df
 
 
@@ -145,7 +169,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     clf.run_ = run_record("bench", config, emb, summary)
     return BenchResult(frame(rows), clf, config, seconds, rows, best.as_dict(), selection, emb.summary(),
                        _report={"metrics": best_metrics, "context": context, "probas": best_probas,
-                                "y_test": test.labels})
+                                "y_test": test.labels, "texts": test.texts})
 
 
 def _fitted(config, head, head_name: str, features: str, encoders, pair: bool):

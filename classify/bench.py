@@ -55,7 +55,8 @@ def run_bench(views: dict, y_train, y_test, heads: list[str], cv: int = 3, do_tu
     Without ``halving`` every head runs at every grid point on every view; with it, candidates go
     through ``selection.plan``'s two rounds. ``best`` is the highest *cross-validated* ``select`` score
     (a soft vote of the top candidates competes with its nested CV score), so its test figures are an
-    honest estimate. ``info``: what was skipped and why, the vote's weights, the threshold.
+    honest estimate. ``info``: what was skipped and why, the vote's weights, the threshold, and ``oof``: the
+    best's calibrated out-of-fold probabilities (rows in training order, columns in ``np.unique(y_train)``).
     """
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     classes = np.unique(y_train)
@@ -106,6 +107,7 @@ def run_bench(views: dict, y_train, y_test, heads: list[str], cv: int = 3, do_tu
     results.sort(key=lambda r: (-r.cv_score, r.head != result.head or r.features != result.features))
     results += [_screened(s, select) for s in sorted(runner.scored.values(), key=lambda s: -s.cv[select])
                 if not runner.complete(s)]
+    info["oof"] = scale(oof, temperature)  # the chosen model's calibrated OOF probabilities, for label issues
     return results, (result, head, metrics, (proba_raw, proba)), info
 
 
@@ -207,9 +209,14 @@ def _screened(scored, select) -> Result:
 
 
 def _result(scored, fitted, y_test, classes, select) -> Result:
+    from bertfeat.classify.model_dir import head_bytes
+
     head, proba, fit_seconds, predict_seconds = fitted
-    return _score(scored.candidate.head, scored.candidate.features, scored.cv, proba, scored.temperature, y_test,
-                  classes, select, scored.cv_seconds + fit_seconds, predict_seconds, _plain(dict(scored.candidate.params)))
+    result = _score(scored.candidate.head, scored.candidate.features, scored.cv, proba, scored.temperature, y_test,
+                    classes, select, scored.cv_seconds + fit_seconds, predict_seconds,
+                    _plain(dict(scored.candidate.params)))
+    result.extra.update(scored.extra, head_bytes=len(head_bytes(head)[1]))  # folds, spread, size for the report
+    return result
 
 
 def _score(head, features, cv, proba_raw, temperature, y_test, classes, select, fit_seconds, predict_seconds,

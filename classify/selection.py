@@ -148,16 +148,21 @@ class Runner:
             self._done.setdefault(cand, {})[f] = done[i]
         for cand in dict.fromkeys(candidates):
             oof = np.zeros((len(self.y), len(self.classes)))
-            rows, seconds = [], 0.0
+            rows, seconds, per_fold = [], 0.0, []
             for f, (proba, head_classes, s) in sorted(self._done[cand].items()):
                 te = self.folds[f][1]
                 oof[np.ix_(te, label_index(self.classes, head_classes))] = proba
                 rows.append(te)
+                per_fold.append(cv_score(self.y_idx[te], oof[te].argmax(1), len(self.classes)))
                 seconds += s
             rows = np.sort(np.concatenate(rows))
             full = len(self._done[cand]) == len(self.folds)
+            # the spread over folds, for the report (one fold has none)
+            spread = {f"cv_std_{k}": float(np.std([p[k] for p in per_fold])) if len(per_fold) > 1 else None
+                      for k in SCORES}
             scored = Scored(cand, oof, cv_score(self.y_idx[rows], oof[rows].argmax(1), len(self.classes)), seconds,
-                            useful_temperature(oof[rows], self.y_idx[rows]), {"cv_folds": len(self._done[cand])})
+                            useful_temperature(oof[rows], self.y_idx[rows]),
+                            {"cv_folds": len(self._done[cand]), **spread})
             self.scored[cand] = scored
             if full and self.on_scored:
                 self.on_scored(scored)
