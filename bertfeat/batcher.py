@@ -1,11 +1,14 @@
 """Dynamic micro-batching for ``bertfeat serve``: concurrent requests share one forward pass.
 
-Requests wait in one queue. A single worker task takes the first one, then more until ``max_batch`` texts
-are gathered or ``max_wait`` seconds have passed since the first arrived, runs the forward pass in a thread
+Requests wait in one queue. A single worker task takes the first one, then more until it holds as many texts
+as the clients have kept busy (the last batch's texts and those that queued during its forward pass; at most
+``max_batch``), or ``max_wait`` seconds have passed since it started gathering, runs the forward pass in a thread
 (the event loop keeps accepting and answering meanwhile) and resolves each request's future. A request is
 never split: one of more than ``max_batch`` texts is a batch of its own, so ``max_batch=1`` is one request
 per forward pass, batching off. Requests whose models share an encoder (same fingerprints, precision and
-device) share its forward pass; each model's head then reads its own rows of the vectors.
+device) share its forward pass; each model's head then reads its own rows of the vectors. Expecting the last
+load again means a lone client never waits for company that is not coming, and 32 clients are not cut into
+halves by the few milliseconds their answers and next requests take to cross the event loop.
 A request whose client left before its batch started is dropped (its future cancelled), freeing its place.
 """
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Batcher:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bertfeat-forward")
         self._task = None
         self._failed = None
+        self._expect = max_batch  # texts the next batch waits for (within max_wait)
 
     @property
     def depth(self) -> int:
@@ -105,8 +109,10 @@ class Batcher:
                 results = await self.run_in_thread(forward, jobs)
             except Exception as exc:  # noqa: BLE001 - every waiting client gets the error, the server goes on
                 results = [exc] * len(jobs)
+            n_texts = sum(len(j.texts) for j in jobs)
+            self._expect = min(self.max_batch, n_texts + sum(len(j.texts) for j in self._jobs))
             if self.on_batch is not None:
-                self.on_batch(sum(len(j.texts) for j in jobs), loop.time() - started)
+                self.on_batch(n_texts, loop.time() - started)
             for job, result in zip(jobs, results):
                 if job.future.done():  # its client left during the forward pass
                     continue
@@ -127,7 +133,7 @@ class Batcher:
                 jobs.append(job)
                 n += len(job.texts)
                 deadline = deadline or loop.time() + self.max_wait
-            if n >= self.max_batch or (jobs and self._jobs) or (self._closing and (jobs or not self._jobs)):
+            if n >= self._expect or (jobs and self._jobs) or (self._closing and (jobs or not self._jobs)):
                 return jobs
             self._arrived.clear()
             timeout = None if not jobs else deadline - loop.time()

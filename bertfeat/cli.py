@@ -276,8 +276,9 @@ def _serve_parser(p) -> None:
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=128,
                    help="most texts gathered into one forward pass; 1 turns batching off (default: %(default)s)")
-    g.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long a request waits for others to share its forward pass (default: %(default)s)")
+    g.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="most milliseconds a batch waits for more requests, when the last load says more are "
+                        "coming (default: %(default)s)")
     g.add_argument("--max-queue", type=int, default=1024,
                    help="requests waiting for a forward pass; past that, 503 busy (default: %(default)s)")
     g = p.add_argument_group("request limits (past them: a 4xx JSON error, the server goes on)")

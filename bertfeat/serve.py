@@ -41,7 +41,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch: int = 128  # texts per forward pass; 1 turns batching off
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_wait_ms: float = 10.0  # how long a batch may wait for company
     max_texts: int = 256  # per request
     max_text_chars: int = 10_000
     max_body: int = 2 * 2**20  # bytes
@@ -366,7 +366,9 @@ class _Server(uvicorn.Server):
 def listen(host: str, port: int) -> socket.socket:
     """The server's socket, bound here so a taken port is one error line, not a uvicorn traceback."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and without it every
+    # keep-alive response waits 40 ms for a delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
