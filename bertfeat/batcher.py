@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,12 +147,14 @@ class Batcher:
 
 
 def forward(jobs: list) -> list:
-    """Class probabilities for each job: one encoder pass per (encoder, pairs or not) group of jobs."""
+    """Class probabilities for each job: one encoder pass per (encoder, pairs or not) group of jobs, and one
+    head call per model in it."""
     groups = collections.defaultdict(list)
     for job in jobs:
         groups[job.model.key, job.pairs is not None].append(job)
     results = {}
     for group in groups.values():
+        group.sort(key=lambda job: job.model.name)  # stable: each model's rows side by side, in order
         texts = [t for job in group for t in job.texts]
         pairs = [p for job in group for p in job.pairs] if group[0].pairs is not None else None
         try:
@@ -160,8 +163,11 @@ def forward(jobs: list) -> list:
             results.update((id(job), exc) for job in group)
             continue
         start = 0
-        for job in group:
-            rows = vectors[start:start + len(job.texts)]
-            start += len(job.texts)
-            results[id(job)] = np.asarray(job.model.clf.head_.predict_proba(rows))
+        for _, same in itertools.groupby(group, key=lambda job: job.model.name):
+            same = list(same)
+            n = sum(len(job.texts) for job in same)
+            proba = np.asarray(same[0].model.clf.head_.predict_proba(vectors[start:start + n]))
+            start += n
+            for job, end in zip(same, np.cumsum([len(job.texts) for job in same])):
+                results[id(job)] = proba[end - len(job.texts):end]
     return [results[id(job)] for job in jobs]

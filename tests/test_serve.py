@@ -247,3 +247,21 @@ def test_serve_refuses_bad_flags_and_folders_in_one_line(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "pip install 'bertfeat[serve]'" in proc.stderr
+
+
+def test_models_on_one_encoder_share_its_forward_pass_and_each_head_reads_its_own_rows(models):
+    import numpy as np
+
+    from bertfeat.batcher import Job, forward
+    from bertfeat.serve import ServeOptions, load_models
+
+    served = load_models({"a": models["plain"], "b": models["plain"], "p": models["pair"]}, ServeOptions())
+    assert served["b"].shared is served["a"].clf and served["p"].shared is served["a"].clf
+    channels = ["email", "chat"] * 3
+    jobs = [Job(served["a"], TEXTS[:2], None, None), Job(served["p"], channels[:3], TEXTS[:3], None),
+            Job(served["b"], TEXTS[2:], None, None), Job(served["a"], TEXTS[5:], None, None)]
+    got = forward(jobs)
+    assert [len(g) for g in got] == [2, 3, 4, 1]
+    for job, proba in zip(jobs, got):
+        alone = job.model.clf.predict_proba(job.texts, pairs=job.pairs)
+        assert np.allclose(proba, alone, atol=1e-3) and (proba.argmax(1) == alone.argmax(1)).all()
