@@ -21,7 +21,8 @@ body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:1280px;color:
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:8px 0}
 td,th{padding:3px 8px;white-space:nowrap;border-bottom:1px solid #eee;text-align:right}
-th{background:#f4f4f4;position:sticky;top:0}td.t,th.t{text-align:left}
+th{background:#f4f4f4;white-space:normal;vertical-align:bottom}
+table{font-size:13px}td.t,th.t{text-align:left}
 tr.chosen td{background:#fff6d5;font-weight:600}td.top{color:#0a6b2d;font-weight:700}
 .note{color:#666;font-size:13px}.plots{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 figure{margin:0}figcaption{font-size:13px;color:#555;max-width:660px}td.ex{text-align:left;max-width:360px;white-space:normal}
