@@ -259,8 +259,9 @@ def cmd_serve(args):
         max_texts=args.max_texts, max_text_chars=args.max_text_chars, max_body=args.max_body,
         max_queue=args.max_queue, precision=args.precision, device=args.device, trust_pickle=args.trust_pickle)
     options.check()
-    models = serve.load_models(serve.model_dirs(args.model_dir), options)
-    return None, serve.run(models, options, quiet=args.quiet)
+    dirs = serve.model_dirs(args.model_dir)
+    sock = serve.listen(options.host, options.port)  # a taken port fails before the models load
+    return None, serve.run(serve.load_models(dirs, options), options, quiet=args.quiet, sock=sock)
 
 
 COMMANDS = {"bench": cmd_bench, "cache": cmd_cache, "embed": cmd_embed, "finetune": cmd_finetune, "fit": cmd_fit,

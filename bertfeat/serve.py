@@ -380,9 +380,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(models: dict[str, Served], options: ServeOptions, quiet: bool = False) -> int:
-    """Serve ``models`` until SIGTERM or Ctrl-C; returns 0 after a graceful stop."""
-    sock = listen(options.host, options.port)
+def run(models: dict[str, Served], options: ServeOptions, quiet: bool = False, sock=None) -> int:
+    """Serve ``models`` until SIGTERM or Ctrl-C (on ``sock``, from ``listen``, if given); returns 0 after a
+    graceful stop."""
+    sock = sock or listen(options.host, options.port)
     failures = []
     holder = {}
 

@@ -237,11 +237,17 @@ def test_max_batch_1_batches_nothing_and_sigterm_answers_every_request_in_flight
 
 
 def test_serve_refuses_bad_flags_and_folders_in_one_line(tmp_path, capsys):
-    assert main(["serve", "--model-dir", str(tmp_path / "missing")]) == 2
+    assert main(["serve", "--model-dir", str(tmp_path / "missing"), "--port", "0"]) == 2
     assert main(["serve", "--model-dir", "a=x", "--model-dir", "a=y", "--max-batch", "0"]) == 2
     assert main(["serve", "--model-dir", "a=x", "--model-dir", "a=y"]) == 2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model-dir", "a=x", "--port", str(port)]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert "missing" in errors[0] and "--max-batch 0" in errors[1] and "two models named 'a'" in errors[2]
+    assert f"cannot listen on 127.0.0.1:{port}" in errors[3] and "--port" in errors[3]
     code = ("import sys; sys.modules['fastapi'] = None; from bertfeat.cli import main; "
             "sys.exit(main(['serve', '--model-dir', 'x']))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
