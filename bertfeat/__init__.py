@@ -15,6 +15,7 @@ from bertfeat.errors import BertfeatError, CacheError, ConfigError, DataError, M
 __version__ = "0.3.0"
 
 _LAZY = {"fit": "bertfeat.api", "bench": "bertfeat.api", "finetune": "bertfeat.api", "embed": "bertfeat.api",
+         "find_label_issues": "bertfeat.api",
          "load": "bertfeat.model_folder", "TextClassifier": "bertfeat.classifier", "BenchResult": "bertfeat.benching",
          "BertEncoder": "bertfeat.extract"}
 
@@ -32,4 +33,5 @@ def __dir__():
 
 
 __all__ = ["BenchResult", "BertEncoder", "BertfeatError", "CacheError", "ConfigError", "DataError",
-           "ModelFolderError", "TextClassifier", "__version__", "bench", "embed", "finetune", "fit", "load"]
+           "ModelFolderError", "TextClassifier", "__version__", "bench", "embed", "find_label_issues", "finetune",
+           "fit", "load"]

@@ -13,12 +13,13 @@ glob), a pandas DataFrame (``text_col``/``label_col``/``pair_col`` name its colu
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
 
 from bertfeat import options
-from bertfeat.benching import BenchResult
+from bertfeat.benching import BenchResult, data_rows
 from bertfeat.classifier import TextClassifier
 from bertfeat.model_folder import load
 
@@ -76,7 +77,20 @@ def fit(train, test=None, *, head="logreg", features=None, encoder=None, **optio
         folder ``bertfeat fit --out`` writes.
     """
     config = _config(options.FitConfig, options_, encoder, head=head, features=features)
-    return run_fit(config, train, test)
+    clf = run_fit(config, train, test)
+    if config.track not in (None, False):
+        from bertfeat.tracking import log_fit
+
+        _tracked(lambda folder: log_fit(clf, clf.save(folder), config.track))
+    return clf
+
+
+def _tracked(log_to) -> None:
+    """Call ``log_to(folder)`` on a new temporary folder: MLflow copies what it logs, the folder goes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bertfeat-track-") as tmp:
+        log_to(os.path.join(tmp, "run"))
 
 
 def run_fit(config: options.FitConfig, train, test=None) -> TextClassifier:
@@ -138,7 +152,54 @@ def bench(train, test=None, **options_) -> BenchResult:
 
     config = _config(options.BenchConfig, options_)
     train_table, test_table = labelled(train, test, config)
-    return benching.run(config, train_table, test_table)
+    result = benching.run(config, train_table, test_table)
+    if config.track not in (None, False) and result.best is not None:
+        from bertfeat.tracking import log_bench
+
+        _tracked(lambda folder: log_bench(result, result.save(folder), config.track))
+    return result
+
+
+def find_label_issues(train, **options_):
+    """Training rows whose given label looks wrong, most likely first (confident learning on out-of-fold
+    probabilities of one cheap head: ``head="logreg"`` on the ``mean`` vectors, ``cv=5`` folds).
+
+    Parameters
+    ----------
+    train : path, DataFrame or (texts, labels)
+    **options_
+        ``bertfeat.options.LabelsConfig``'s fields: ``head``, ``features``, ``cv``, ``seed``, ``jobs``,
+        ``cache_dir``, ``model``, ``text_col``, ``label_col``, ...
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``row`` (0-based data row in the file, header not counted; a DataFrame's position),
+        ``text``, ``given``, ``suggested``, ``score`` (1 - the probability of the given label).
+    """
+    from bertfeat.inputs import table_of
+
+    config = _config(options.LabelsConfig, options_)
+    return run_labels(config, table_of(train, config, "train"))
+
+
+def run_labels(config: options.LabelsConfig, train):
+    from bertfeat.classify.heads import head_info
+    from bertfeat.classify.label_issues import issue_frame
+    from bertfeat.classify.selection import Candidate, Runner
+    from bertfeat.classify.tuning import fold_count
+    from bertfeat.steps import default_view, embed_views
+
+    head_info(config.head)
+    cv = fold_count(train.labels, config.cv, train.source)
+    view = config.features or default_view(config)
+    arrays, _, _ = embed_views(config, [view], train.texts, train.pairs)
+    X = arrays[view]
+    runner = Runner({view: (X, X[:0])}, train.labels, np.unique(np.asarray(train.labels)), cv, config.seed,
+                    config.jobs)
+    scored = runner.cross_validate([Candidate(config.head, view)])[0]
+    log.info("%s on %s: %d-fold CV accuracy %.4f", config.head, view, cv, scored.cv["accuracy"])
+    return issue_frame(runner.calibrated_oof(scored), train.labels, runner.classes, train.texts, data_rows(train))
 
 
 def finetune(train, test=None, *, method="full", **options_) -> TextClassifier:
@@ -183,4 +244,4 @@ def embed(texts_or_path, *, encoder=None, **options_) -> np.ndarray:
     return embedder(config, [base_encoder(config)])(texts, pairs, progress=config.progress).vectors[0]
 
 
-__all__ = ["BenchResult", "TextClassifier", "bench", "embed", "fit", "finetune", "load"]
+__all__ = ["BenchResult", "TextClassifier", "bench", "embed", "find_label_issues", "fit", "finetune", "load"]

@@ -44,6 +44,10 @@ class BenchResult:
     embedding: dict = field(default_factory=dict)
     mteb: dict | None = None
     _report: dict = field(default_factory=dict, repr=False)
+    # training rows whose label looks wrong (classify/label_issues.py; label_issues.csv), most likely first,
+    # and exact / near duplicates within train and between train and test (classify/duplicates.py)
+    label_issues: object = None
+    duplicates: dict = field(default_factory=dict)
 
     def save(self, path: str) -> str:
         """Write ``path/best-model`` (a model folder) and the report (results.json, results.md, plots);
@@ -58,6 +62,11 @@ class BenchResult:
         r = self._report
         write_report(path, self.rows, self.best_row, r["metrics"], r["context"], r["probas"],
                      list(map(str, self.best.classes_)), r["y_test"], r.get("texts"), self._facts(path))
+        if self.label_issues is not None:
+            from bertfeat.cache import atomic_write
+
+            atomic_write(os.path.join(path, "label_issues.csv"),
+                         lambda fh: fh.write(self.label_issues.to_csv(index=False).encode()))
         return os.path.abspath(path)
 
     def _facts(self, path: str) -> dict:
@@ -82,7 +91,8 @@ class BenchResult:
         if self.mteb is not None:
             return self.mteb
         return {"results": self.rows, "best": self.best_row, "selection": self.selection,
-                "seconds": round(self.seconds, 2), "embedding": self.embedding}
+                "seconds": round(self.seconds, 2), "embedding": self.embedding, "duplicates": self.duplicates,
+                "label_issues": 0 if self.label_issues is None else len(self.label_issues)}
 
 
 def frame(rows: list[dict]):
@@ -131,6 +141,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     arrays, views, emb = embed_views(config, specs, texts, pairs)
     n = len(train.texts)
     split = {spec: (a[:n], a[n:]) for spec, a in arrays.items()}
+    duplicates = _duplicates(split, train, test)
     if config.samples_per_label:
         X_train, X_test = split[specs[0]]
         result = mteb_protocol(X_train, train.labels, X_test, test.labels, config.samples_per_label,
@@ -138,7 +149,8 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         result["features"] = specs[0]
         if ft_methods:  # SetFit on the very samples of each experiment
             result["finetune"] = mteb_finetune(config, ft_methods, train, test)
-        return BenchResult(frame([]), None, config, time.perf_counter() - t0, embedding=emb.summary(), mteb=result)
+        return BenchResult(frame([]), None, config, time.perf_counter() - t0, embedding=emb.summary(), mteb=result,
+                           duplicates=duplicates)
 
     def progress(r):
         log.info("%-7s %-12s cv %.4f  test acc %.4f  macro-F1 %.4f  (%.1f s)", r.head, r.features, r.cv_score,
@@ -149,6 +161,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         select=config.select, class_weight=config.class_weight, halving=halving, budget=config.budget,
         ensemble=config.vote and halving, tune_threshold=config.tune_threshold)
     rows = [r.as_dict() for r in results]
+    issues = _label_issues(selection.pop("oof"), train)
     if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV
         rows += finetune_rows(config, ft_methods, train, test)
         # a candidate dropped after round 1 has no test scores (None): it stays last, as in the frozen table
@@ -163,13 +176,61 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     context = {"train": train.source, "test": test.source, "model": config.model, "n_train": n,
                "n_test": len(test.texts), "cv": cv, "tune": config.tune, "select": config.select,
                "class_weight": config.class_weight, "selection": selection, "bench_seconds": seconds,
-               "embedding": emb.summary()}
+               "embedding": emb.summary(), "duplicates": duplicates}
     summary = {"metrics": {k: best_metrics[k] for k in ("accuracy", "macro_f1")}, "bench": rows,
                "n_train": n, "n_test": len(test.texts)}
     clf.run_ = run_record("bench", config, emb, summary)
     return BenchResult(frame(rows), clf, config, seconds, rows, best.as_dict(), selection, emb.summary(),
                        _report={"metrics": best_metrics, "context": context, "probas": best_probas,
-                                "y_test": test.labels, "texts": test.texts})
+                                "y_test": test.labels, "texts": test.texts},
+                       label_issues=issues, duplicates=duplicates)
+
+
+def data_rows(table) -> list[int]:
+    """Each row's 0-based data row in its file, header not counted (a DataFrame's or list's position)."""
+    # Table.rows counts file rows from 1 with the header, so a file's first data row is 2; a DataFrame's
+    # or a (texts, labels) pair's table (source "the train ...") holds 0-based positions already
+    offset = 0 if table.source.startswith(("the train", "the test")) else 2
+    return [r - offset for r in table.rows]
+
+
+def _duplicates(split: dict, train, test) -> dict:
+    """Exact and near duplicates on the narrowest view's vectors (bench has them already), with a warning."""
+    from bertfeat.classify.duplicates import find_duplicates
+
+    t0 = time.perf_counter()
+    X_train, X_test = min(split.values(), key=lambda a: a[0].shape[1])
+    found = find_duplicates(X_train, X_test, _keys(train), _keys(test), train.labels, test.labels)
+    train_rows, test_rows = data_rows(train), data_rows(test)
+    for p in found["pairs"]:  # positions -> data rows in the files, as label_issues.csv gives them
+        p["train_row"] = train_rows[p["train_row"]]
+        p["other_row"] = (train_rows if p["kind"].startswith("train") else test_rows)[p["other_row"]]
+    found["seconds"] = round(time.perf_counter() - t0, 3)
+    if found["train_exact"] + found["train_near"] + found["test_exact"] + found["test_near"]:
+        log.warning("duplicates: %d test rows repeat a training row (%d exactly, %d at cosine >= %g): test scores "
+                    "may be optimistic; %d training rows repeat an earlier one (%d exactly, %d near; %d with "
+                    "another label)", found["test_exact"] + found["test_near"], found["test_exact"],
+                    found["test_near"], found["threshold"], found["train_exact"] + found["train_near"],
+                    found["train_exact"], found["train_near"], found["train_conflicting"])
+    return found
+
+
+def _keys(table) -> list:
+    """What makes two rows the same: the text, or the text and its pair."""
+    return list(zip(table.texts, table.pairs)) if table.pairs is not None else table.texts
+
+
+def _label_issues(oof, train):
+    """label_issues.csv's rows from the chosen candidate's out-of-fold probabilities."""
+    import numpy as np
+
+    from bertfeat.classify.label_issues import issue_frame
+
+    t0 = time.perf_counter()
+    issues = issue_frame(oof, train.labels, np.unique(np.asarray(train.labels)), train.texts, data_rows(train))
+    log.info("label issues: %d training rows look mislabelled (label_issues.csv); %.2f s", len(issues),
+             time.perf_counter() - t0)
+    return issues
 
 
 def _fitted(config, head, head_name: str, features: str, encoders, pair: bool):

@@ -59,6 +59,10 @@ def cmd_fit(args):
     clf = run_fit(config, args.train, args.test)
     report = clf.report_
     model_dir = clf.save(args.out or default_out(config.head))
+    if config.track is not None:
+        from bertfeat.tracking import log_fit
+
+        report = {**report, "mlflow": log_fit(clf, model_dir, config.track, args.train, args.test)}
     if not args.json:
         chosen = clf.selection_
         print(f"head {config.head} on {config.model} {clf.view()} ({report['dims']} dims): "
@@ -94,6 +98,11 @@ def cmd_bench(args):
         return m, 0
     out = res.save(args.out or default_out("bench"))
     model_dir = os.path.join(out, "best-model")
+    tracked = {}
+    if config.track is not None:
+        from bertfeat.tracking import log_bench
+
+        tracked = {"mlflow": log_bench(res, out, config.track)}
     best = res.best_row
     if not args.json:
         print(table(res.rows))
@@ -103,7 +112,31 @@ def cmd_bench(args):
               f"{best['features']} (cv {best['cv_score']:.4f}, test accuracy {best['accuracy']:.4f}, ECE "
               f"{best['ece_raw']:.4f} -> {best['ece']:.4f} calibrated); model saved to {model_dir}")
         print(f"report: {', '.join(os.path.join(out, n) for n in sorted(os.listdir(out)) if n != 'best-model')}")
-    return {**res.as_dict(), "model_dir": model_dir, "out": out}, 0
+    return {**res.as_dict(), "model_dir": model_dir, "out": out, **tracked}, 0
+
+
+def cmd_labels(args):
+    from bertfeat.api import run_labels
+    from bertfeat.cache import atomic_write
+    from bertfeat.inputs import table_of
+    from bertfeat.steps import check_out, default_out
+
+    config = o.from_namespace(o.LabelsConfig, args)
+    check_out(args.out)
+    issues = run_labels(config, table_of(args.train, config, "train"))
+    out = os.path.abspath(args.out or default_out("labels"))
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "label_issues.csv")
+    atomic_write(path, lambda fh: fh.write(issues.to_csv(index=False).encode()))
+    if not args.json:
+        top = issues.head(max(args.top, 0)).to_dict("records")
+        width = max([len(str(r[c])) for r in top for c in ("given", "suggested")] + [9])
+        print(f"{'row':>6}  {'given':<{width}}  {'suggested':<{width}}  score  text")
+        for r in top:
+            print(f"{r['row']:>6}  {str(r['given']):<{width}}  {str(r['suggested']):<{width}}  {r['score']:.3f}  "
+                  f"{r['text']}")
+        print(f"\n{len(issues)} rows look mislabelled; all of them, most likely first, in {path}")
+    return {"n_issues": len(issues), "issues": issues.head(max(args.top, 0)).to_dict("records"), "csv": path}, 0
 
 
 def cmd_finetune(args):
@@ -265,4 +298,4 @@ def cmd_serve(args):
 
 
 COMMANDS = {"bench": cmd_bench, "cache": cmd_cache, "embed": cmd_embed, "finetune": cmd_finetune, "fit": cmd_fit,
-            "predict": cmd_predict, "serve": cmd_serve}
+            "labels": cmd_labels, "predict": cmd_predict, "serve": cmd_serve}

@@ -82,6 +82,7 @@ class EmbedConfig(EncoderOptions, DataOptions):
 class FitConfig(EncoderOptions, DataOptions, SelectOptions):
     head: str = "logreg"
     features: str | None = None  # None: the view `pooling` and `layers` name
+    track: str | bool | None = None  # MLflow tracking URI; True or "": runs/mlflow.db (bertfeat.tracking)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,17 @@ class BenchConfig(EncoderOptions, DataOptions, SelectOptions):
     n_experiments: int = 10
     finetune: str | None = None
     epochs: int | None = None  # of each fine-tune bench runs
+    track: str | bool | None = None  # MLflow tracking URI; True or "": runs/mlflow.db (bertfeat.tracking)
+
+
+@dataclass(frozen=True)
+class LabelsConfig(EncoderOptions, DataOptions):
+    """``find_label_issues``: out-of-fold probabilities of one cheap head, cross-validated."""
+
+    head: str = "logreg"
+    features: str | None = None  # None: the view `pooling` and `layers` name
+    cv: int = 5
+    jobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,13 @@ def check(config):
                               "training samples per label (0: the normal bench)")
         if config.samples_per_label and config.n_experiments < 1:
             raise ConfigError(f"bad n_experiments={config.n_experiments}; expected 1 or more (default 10)")
+    if getattr(config, "track", None) not in (None, True, False) and not isinstance(config.track, str):
+        raise ConfigError(f"bad track={config.track!r}; expected an MLflow tracking URI, True (runs/mlflow.db) "
+                          "or None")
+    if isinstance(config, LabelsConfig):
+        _positive(config, "cv")
+        if config.cv < 2:
+            raise ConfigError(f"bad cv={config.cv!r}; expected 2 or more folds")
     if isinstance(config, FinetuneConfig):
         _positive(config, "max_pairs", allow_none=True)
         _positive(config, "epochs", allow_none=True)
@@ -197,4 +216,4 @@ def as_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-__all__ = ["BenchConfig", "EmbedConfig", "FinetuneConfig", "FitConfig", "field"]
+__all__ = ["BenchConfig", "EmbedConfig", "FinetuneConfig", "FitConfig", "LabelsConfig", "field"]

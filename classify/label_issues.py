@@ -58,7 +58,8 @@ def issue_frame(proba, labels, classes, texts, rows):
     found, suggested, score = find_issues(proba, label_index(classes, np.asarray(labels)))
     plain = lambda v: v.item() if hasattr(v, "item") else v  # noqa: E731
     return pd.DataFrame({"row": [rows[i] for i in found], "text": [texts[i] for i in found],
-                         "given": [plain(labels[i]) for i in found], "suggested": [plain(classes[s]) for s in suggested],
+                         "given": [plain(labels[i]) for i in found],
+                         "suggested": [plain(classes[s]) for s in suggested],
                          "score": np.round(score, 4)}, columns=COLUMNS)
 
 

@@ -75,7 +75,8 @@ def test_fit_track_true_writes_the_default_sqlite_store(tmp_path, cache, monkeyp
     client, runs = _runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     assert len(runs) == 1
     run = runs[0]
-    assert run.data.params["head"] == "logreg" and run.data.metrics["accuracy"] == pytest.approx(clf.report_["accuracy"])
+    assert run.data.params["head"] == "logreg"
+    assert run.data.metrics["accuracy"] == pytest.approx(clf.report_["accuracy"])
     texts = _texts(DEMO_TEST)
     model = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
     assert list(model.predict(pd.DataFrame({"text": texts}))) == list(clf.predict(texts))
