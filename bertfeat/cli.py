@@ -37,6 +37,7 @@ EXAMPLES = {
   bertfeat bench --train train.csv --test test.csv --heads logreg,svm --features mean,mean+max
   bertfeat bench --train train.csv --test test.csv --select macro_f1 --class-weight balanced
   bertfeat bench --train train.csv --test test.csv --samples-per-label 8 --n-experiments 10   # MTEB
+  bertfeat bench --train train.csv --test test.csv --track   # MLflow: runs/mlflow.db (pip install 'bertfeat[track]')
   (features: a pooling, `+` to concatenate, `@layers` to choose layers: mean, mean+max, cls@-2, mean@-4:)""",
     "finetune": """examples:
   bertfeat finetune --train data/demo/train.csv --test data/demo/test.csv            # full fine-tune
@@ -48,6 +49,14 @@ EXAMPLES = {
   delivery    0.912    my parcel never arrived
   bertfeat predict --model-dir runs/nli --text "a man sleeps" --pair "a person rests"   # a pair model
   bertfeat predict --model-dir runs/x-lgbm --data new.csv --trust-pickle   # a pickled head""",
+    "labels": """examples:
+  bertfeat labels --train data/demo/train.csv
+     row  given      suggested  score  text
+     316  returns    billing    0.998  Returning the tablet: do I include the invoice in the box?
+     118  returns    delivery   0.980  I sent the laptop back 2 weeks ago, has it arrived at your warehouse yet?
+  (rows whose given label looks wrong, most likely first; all of them in runs/<time>-labels/label_issues.csv.
+  row: the 0-based data row of the file, header not counted)
+  bertfeat labels --train train.csv --cv 10 --features mean+max --out runs/label-check""",
     "serve": """examples:
   bertfeat serve --model-dir runs/demo-logreg --port 8000
   curl -s localhost:8000/predict -d '{"texts": ["my parcel never arrived"]}'
@@ -188,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--features", default=None,
                    help="feature view, overriding --pooling/--layers: e.g. mean+max (concatenated), cls@-2")
     _selection_flags(g, fit=True)
+    _track_flag(p.add_argument_group("tracking"))
 
     p = command("bench", [enc, labelled], "compare heads and feature views in one table")
     g = p.add_argument_group("candidates and selection")
@@ -215,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "fine-tuned; with --samples-per-label, setfit on the same samples")
     g.add_argument("--finetune-epochs", dest="epochs", type=int, default=None,
                    help="most epochs of each fine-tune (default: the method's, as in finetune --epochs)")
+    _track_flag(p.add_argument_group("tracking"))
 
     d = o.FinetuneConfig
     p = command("finetune", [labelled], "fine-tune the encoder itself (full or SetFit)")
@@ -262,8 +273,30 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(p)
     _output_flags(p)
 
+    _labels_parser(command("labels", [enc], "find training rows whose label looks wrong (confident learning)"))
     _serve_parser(command("serve", [], "serve model folders over HTTP, concurrent requests batched together"))
     return parser
+
+
+def _track_flag(g) -> None:
+    g.add_argument("--track", nargs="?", const="", default=None, metavar="URI",
+                   help="log the run, its candidates and the model to MLflow at URI (default with no URI: "
+                        "sqlite:///runs/mlflow.db); needs pip install 'bertfeat[track]'")
+
+
+def _labels_parser(p) -> None:
+    d = o.LabelsConfig
+    g = p.add_argument_group("labelled data and the head")
+    g.add_argument("--train", required=True, metavar="FILE", help="labelled file to check (or folder, or glob)")
+    g.add_argument("--label-col", default="label", help="column with the label (default: %(default)s)")
+    g.add_argument("--head", default=d.head, choices=o.HEAD_NAMES,
+                   help="head whose out-of-fold probabilities rank the rows (default: %(default)s)")
+    g.add_argument("--features", default=None, help="feature view, overriding --pooling/--layers (default: mean)")
+    g.add_argument("--cv", type=int, default=d.cv, help="cross-validation folds (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed for the folds and the head (default: 0)")
+    g.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: one per core)")
+    g.add_argument("--top", type=int, default=20, help="rows to print (default: %(default)s; all in the CSV)")
+    g.add_argument("--out", default=None, help="output folder, new or empty (default: runs/<time>-labels)")
 
 
 def _serve_parser(p) -> None:
