@@ -86,6 +86,15 @@ def cv_score(y_idx: np.ndarray, pred_idx: np.ndarray, n_classes: int) -> dict:
                                        zero_division=0))}
 
 
+def _fold_score(y_idx: np.ndarray, pred_idx: np.ndarray, n_classes: int) -> dict:
+    """``cv_score`` of one fold in plain numpy (sklearn's f1_score costs ~7 ms a call at 77 classes, and
+    a bench scores hundreds of folds): macro-F1 = mean of 2 TP / (predicted + true), 0 for an absent class."""
+    tp = np.bincount(y_idx[pred_idx == y_idx], minlength=n_classes)
+    both = np.bincount(pred_idx, minlength=n_classes) + np.bincount(y_idx, minlength=n_classes)
+    return {"accuracy": float(np.mean(pred_idx == y_idx)),
+            "macro_f1": float(np.mean(np.divide(2 * tp, both, out=np.zeros(n_classes), where=both > 0)))}
+
+
 def _fold_job(candidate, X, y, train_rows, test_rows, seed, class_weight):
     from threadpoolctl import threadpool_limits
 
@@ -153,7 +162,7 @@ class Runner:
                 te = self.folds[f][1]
                 oof[np.ix_(te, label_index(self.classes, head_classes))] = proba
                 rows.append(te)
-                per_fold.append(cv_score(self.y_idx[te], oof[te].argmax(1), len(self.classes)))
+                per_fold.append(_fold_score(self.y_idx[te], oof[te].argmax(1), len(self.classes)))
                 seconds += s
             rows = np.sort(np.concatenate(rows))
             full = len(self._done[cand]) == len(self.folds)
