@@ -65,7 +65,7 @@ EXAMPLES = {
   (GET /health, /info, /metrics (Prometheus), /docs; SIGTERM answers the requests in flight, then exits 0)""",
 }
 # A library message names a parameter (`cv=3`, `test_size=...`); the command line says the flag.
-_PARAM = re.compile(r"\b([a-z][a-z0-9_]*)=")
+_PARAM = re.compile(r"\b([a-z][a-z0-9_]*)=(True\b|'[^']*'|[^\s;:,)]+)?")
 
 
 class Parser(argparse.ArgumentParser):
@@ -337,8 +337,41 @@ def _version() -> str:
 
 
 def _flag_message(message: str) -> str:
-    """`bad cv=1; ...` -> `bad --cv 1; ...`: the command line's words for a library message."""
-    return _PARAM.sub(lambda m: f"--{m.group(1).replace('_', '-')} ", message)
+    """`bad cv=1; ...` -> `bad --cv 1; ...`, `pass drop_empty=True` -> `pass --drop-empty`: the command
+    line's words for a library message. Only names that are flags change (`C=10` stays)."""
+    def flag(m):
+        name = "--" + m.group(1).replace("_", "-")
+        if name not in _flags():
+            return m.group(0)
+        value = m.group(2)
+        return name if value in (None, "True") else f"{name} {value}"
+
+    return _PARAM.sub(flag, message)
+
+
+def _flags(parser=None, found=None) -> set:
+    """Every option string of the command line, subcommands included (built once)."""
+    global _FLAGS
+    if parser is None:
+        if _FLAGS is None:
+            _FLAGS = _flags(build_parser(), set())
+        return _FLAGS
+    for action in parser._actions:
+        found.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _flags(sub, found)
+    return found
+
+
+_FLAGS = None
+
+
+class _FlagFormatter(logging.Formatter):
+    """Log lines in the command line's words, as errors are."""
+
+    def format(self, record):
+        return _flag_message(super().format(record))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
 def _logging(quiet: bool) -> None:
     """bertfeat's logger to stderr; set again on each in-process call (a test's second main() is quiet or not)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if quiet else "%(message)s"))
+    handler.setFormatter(_FlagFormatter("%(levelname)s: %(message)s" if quiet else "%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False

@@ -28,7 +28,7 @@ LEFTOVER_AGE = 3600  # seconds: a younger temp file may belong to a run still wr
 def _check_root(root: str) -> None:
     """A root that is a file is a mistyped --cache-dir: say so, rather than fail on listing it."""
     if os.path.exists(root) and not os.path.isdir(root):
-        raise CacheError(f"cache {root}: is a file, not a folder; pass --cache-dir a cache folder")
+        raise CacheError(f"cache {root}: is a file, not a folder; pass cache_dir= a cache folder")
 
 
 def _entries(root: str) -> list[tuple[str, dict]]:
@@ -171,7 +171,7 @@ def prune(root: str, model: str | None = None, fingerprint: str | None = None,
     _check_root(root)
     days = older_than_days
     if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or not days >= 0):
-        raise ConfigError(f"bad --older-than {days!r}; expected a number of days, 0 or more (e.g. 30); "
+        raise ConfigError(f"bad older_than={days!r}; expected a number of days, 0 or more (e.g. 30); "
                           "nothing removed")  # -1 put the cutoff in the future: it removed every entry
     pick = model is not None or fingerprint is not None or older_than_days is not None or everything
     if not (pick or quarantine or leftovers):

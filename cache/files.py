@@ -74,6 +74,6 @@ def atomic_write_json(path: str, obj) -> None:
 def storage_error(root: str, exc: OSError, what: str = "write") -> BertfeatError:
     """The one-line error for a cache folder that cannot be written (full disk, no permission)."""
     return BertfeatError(
-        f"cache {root}: cannot {what} ({exc.strerror or exc}); free disk space or pass --cache-dir "
+        f"cache {root}: cannot {what} ({exc.strerror or exc}); free disk space or pass cache_dir= "
         "to a writable folder"
     )

@@ -82,14 +82,14 @@ def save_model_dir(out: str, head, manifest: dict, run: dict, folders: dict | No
     """
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise BertfeatError(f"--out {out}: exists and is not an empty folder; pass a new folder")
+        raise BertfeatError(f"out={out}: exists and is not an empty folder; pass a new folder")
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
         _remove_stale(parent)
         tmp = tempfile.mkdtemp(dir=parent, prefix=f"{TMP_PREFIX}{os.getpid()}@{socket.gethostname()}-")
     except OSError as exc:
-        raise BertfeatError(f"--out {out}: cannot create ({exc.strerror}); pass a writable folder") from None
+        raise BertfeatError(f"out={out}: cannot create ({exc.strerror}); pass a writable folder") from None
     try:
         name, data = head_bytes(head)
         with open(os.path.join(tmp, name), "wb") as fh:
@@ -111,7 +111,7 @@ def save_model_dir(out: str, head, manifest: dict, run: dict, folders: dict | No
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         reason = exc.strerror or "a file could not be copied"  # shutil.Error (copytree) has no strerror
-        raise BertfeatError(f"--out {out}: cannot write the model folder ({reason})") from None
+        raise BertfeatError(f"out={out}: cannot write the model folder ({reason})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -228,8 +228,7 @@ def load_head(path: str, manifest: dict, trust_pickle: bool = False):
     if name == PICKLED_HEAD and not trust_pickle:
         raise ModelFolderError(
             f"model folder {path}: the '{manifest.get('head')}' head is a pickle ({name}), and loading a pickle "
-            "runs code from the file; if you trust who wrote this folder, pass --trust-pickle "
-            "(trust_pickle=True in Python)")
+            "runs code from the file; if you trust who wrote this folder, pass trust_pickle=True")
     with open(os.path.join(path, name), "rb") as fh:
         data = fh.read()
     if hashlib.sha256(data).hexdigest() != manifest["files"][name]:

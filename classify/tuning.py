@@ -20,6 +20,6 @@ def fold_count(y, cv: int, source: str = "training set") -> int:
         raise BertfeatError(f"{source}: class(es) {rare} have a single row; cross-validation needs at least 2 "
                             "training rows of every class: add rows, or remove those classes")
     if smallest < cv:
-        log.warning("--cv %d: the smallest class in %s has %d rows, so %d folds are used", cv, source,
+        log.warning("cv=%d: the smallest class in %s has %d rows, so %d folds are used", cv, source,
                     smallest, smallest)
     return min(cv, smallest)

@@ -66,8 +66,8 @@ def check_room(backend: Tokenizer, pairs: bool, windows: bool) -> None:
     special = backend.post_processor.num_special_tokens_to_add(pairs) if backend.post_processor else 0
     what = "a text pair" if pairs else "each text"
     if limit <= special:
-        raise BertfeatError(f"--max-length {limit} leaves no room for text: the model adds {special} special tokens "
-                            f"to {what}; pass --max-length {special + 1} or more (default 256)")
+        raise BertfeatError(f"max_length={limit} leaves no room for text: the model adds {special} special tokens "
+                            f"to {what}; pass max_length={special + 1} or more (default 256)")
     room = (limit - special) // 2 if pairs else limit - special
     if windows and stride >= room:
         from bertfeat.extract.forward import WINDOW_OVERLAP  # here, not at the top: forward imports this module
@@ -78,9 +78,9 @@ def check_room(backend: Tokenizer, pairs: bool, windows: bool) -> None:
         # the least length from which every longer one fits too (rounding makes the rule non-monotonic)
         need = next(n for n in range(limit + 1, limit + 256) if all(fits(m) for m in range(n, n + 64)))
         raise BertfeatError(
-            f"--max-length {limit} is too short for --long chunk{' with --pair-col' if pairs else ''}: "
+            f"max_length={limit} is too short for long=chunk{' with pair_col=' if pairs else ''}: "
             f"{'each text of a pair gets' if pairs else 'a window holds'} {room} tokens, not more than the "
-            f"{stride}-token overlap between windows; pass --max-length {need} or more, or --long truncate"
+            f"{stride}-token overlap between windows; pass max_length={need} or more, or long=truncate"
         )
 
 

@@ -66,7 +66,7 @@ def latest(folder: str, key: str) -> dict | None:
         raise BertfeatError(f"checkpoint {path} is damaged; delete {folder} to start over") from None
     if state.get("key") != key:
         raise BertfeatError(f"checkpoint {folder} belongs to a fine-tune with other settings or data; pass "
-                            "another --out, or delete that folder to start over")
+                            "another out=, or delete that folder to start over")
     state["path"] = path
     return state
 
@@ -97,7 +97,7 @@ def save(folder: str, state: dict, net, optimizer_state: dict) -> None:
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise BertfeatError(f"checkpoint {folder}: cannot write ({exc.strerror}); free disk space or pass "
-                            "another --out") from None
+                            "another out=") from None
     for old in _epochs(folder):
         if old not in (epoch, best):
             shutil.rmtree(os.path.join(folder, f"epoch-{old}"), ignore_errors=True)
@@ -132,17 +132,17 @@ def hold_run(work: str, key: str):
         os.makedirs(work, exist_ok=True)
         lock = open(os.path.join(work, LOCK), "a+", encoding="utf-8")
     except OSError as exc:
-        raise BertfeatError(f"--out {out}: cannot create ({exc.strerror}); pass a writable folder") from None
+        raise BertfeatError(f"out={out}: cannot create ({exc.strerror}); pass a writable folder") from None
     try:
         if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         raise BertfeatError(f"{out}: the same finetune is already running there (another process); wait for it "
-                            "to finish, or pass another --out") from None
+                            "to finish, or pass another out=") from None
     if os.path.exists(os.path.join(out, "manifest.json")):  # the other run finished while this one started
         lock.close()
-        raise BertfeatError(f"--out {out}: already holds a finished model; pass a new folder")
+        raise BertfeatError(f"out={out}: already holds a finished model; pass a new folder")
     lock.seek(0)
     lock.truncate()
     lock.write(key)

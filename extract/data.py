@@ -81,7 +81,7 @@ def check_encoding(encoding: str) -> None:
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise BertfeatError(f"--encoding {encoding!r}: unknown text encoding; pass one Python knows, "
+        raise BertfeatError(f"encoding={encoding!r}: unknown text encoding; pass one Python knows, "
                             "e.g. utf-8, latin-1 or cp1252") from None
 
 
@@ -123,7 +123,7 @@ def _read_frames(path: str, encoding: str, rows: int | None = None):
         row = _bad_utf8_row(path, encoding)
         raise BertfeatError(
             f"{path}: bytes that are not valid {encoding} near line {row}; "
-            f"re-save the file as UTF-8 or pass --encoding (e.g. --encoding latin-1)"
+            f"re-save the file as UTF-8 or pass its encoding (e.g. encoding='latin-1')"
         ) from None
     except pd.errors.EmptyDataError:
         raise BertfeatError(f"{path}: file is empty; it needs a header row and at least one data row") from None
@@ -203,7 +203,7 @@ def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int
             columns_from: str | None = None) -> list[str | None]:
     if name not in frame.columns:
         cols = ", ".join(map(str, frame.columns)) or "(none)"
-        fix = (f"pass {flag} with one of them" if columns_from is None else
+        fix = (f"pass {flag}= with one of them" if columns_from is None else
                f"{columns_from} reads column '{name}': rename the file's column to '{name}'")
         raise BertfeatError(f"{path}: no column '{name}' (columns: {cols}); {fix}")
     column = frame[name]
@@ -278,15 +278,15 @@ def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_co
     Cells are read as text; missing values of every kind count as blank; a column of lists, structs
     or bytes is refused in one line naming it. ``labels`` is None when the frame has no labels to read.
     """
-    t = _column(frame, text_col, path, "--text-col", first_row, columns_from)
-    p = _column(frame, pair_col, path, "--pair-col", first_row, columns_from) if pair_col else None
+    t = _column(frame, text_col, path, "text_col", first_row, columns_from)
+    p = _column(frame, pair_col, path, "pair_col", first_row, columns_from) if pair_col else None
     use_labels = bool(label_col) and not (label_optional and label_col not in frame.columns)
-    y = _column(frame, label_col, path, "--label-col", first_row, columns_from) if use_labels else None
+    y = _column(frame, label_col, path, "label_col", first_row, columns_from) if use_labels else None
     empty = [first_row + i for i, v in enumerate(t) if _is_blank(v)]
     if empty and not drop_empty:
         raise BertfeatError(
             f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {_listed(empty)}; "
-            "fill them in or pass --drop-empty to skip them"
+            "fill them in or pass drop_empty=True to skip them"
         )
     if empty:
         log.warning("%s: skipping %d empty text(s) (--drop-empty)", path, len(empty))
@@ -398,7 +398,7 @@ def check_labels(train: Table, test: Table | None = None) -> list[str]:
         if len(unseen) == len(test.labels):  # every prediction would be wrong: a score of 0 means nothing
             raise DataError(
                 f"{test.source} and {train.source} share no label: test labels {absent}; training labels "
-                f"{_listed(sorted(classes, key=str))}; check that --label-col names the same column in both "
+                f"{_listed(sorted(classes, key=str))}; check that label_col= names the same column in both "
                 "files and that both spell the labels alike"
             )
         if unseen:
@@ -412,7 +412,7 @@ def split_table(table: Table, test_size: float, seed: int) -> tuple[Table, Table
     from sklearn.model_selection import train_test_split
 
     if not 0 < test_size < 1:
-        raise BertfeatError(f"bad --test-size {test_size}; expected a fraction between 0 and 1, e.g. 0.2")
+        raise BertfeatError(f"bad test_size={test_size}; expected a fraction between 0 and 1, e.g. 0.2")
     idx = list(range(len(table.texts)))
     try:
         a, b = train_test_split(idx, test_size=test_size, random_state=seed, stratify=table.labels)

@@ -88,9 +88,9 @@ class Settings:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise BertfeatError(f"bad --{name.replace('_', '-')} {value!r}; expected a positive whole number")
         if not out.lr > 0 or not math.isfinite(out.lr):
-            raise BertfeatError(f"bad --lr {out.lr!r}; expected a positive number such as 5e-5")
+            raise BertfeatError(f"bad lr={out.lr!r}; expected a positive number such as 5e-5")
         if not 0 <= out.val_size < 1:
-            raise BertfeatError(f"bad --val-size {out.val_size!r}; expected a share in [0, 1), e.g. 0.1")
+            raise BertfeatError(f"bad val_size={out.val_size!r}; expected a share in [0, 1), e.g. 0.1")
         return out
 
 

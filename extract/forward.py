@@ -136,6 +136,6 @@ def check_layers(encoders: list, model_dir: str) -> None:
         deepest = min(parse_layers(enc.layers))
         if -deepest > n_layers + 1:
             raise BertfeatError(
-                f"bad --layers '{enc.layers}': {enc.model} has {n_layers} layers ({n_layers + 1} hidden states "
+                f"bad layers='{enc.layers}': {enc.model} has {n_layers} layers ({n_layers + 1} hidden states "
                 f"with the embeddings); pass indexes from -1 (last) to -{n_layers + 1}, e.g. -{n_layers}:"
             )

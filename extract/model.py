@@ -187,7 +187,7 @@ def resolve_device(device: str = "auto") -> str:
             device = "cpu"
         log.debug("device: %s", device)
     elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise BertfeatError(f"device '{device}' asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        raise BertfeatError(f"device '{device}' asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
     return device
 
 
@@ -262,7 +262,7 @@ def runtime_for(precision: str, device: str) -> str:
     if precision in CPU_ONLY_PRECISIONS:
         if device != "cpu":
             raise BertfeatError(f"precision 'int8' runs on the CPU only, not '{device}'; "
-                                "use --precision bf16 or fp16 there, or --device cpu")
+                                "use precision='bf16' or 'fp16' there, or device='cpu'")
         return "onnxruntime"
     if precision == "bf16" and device == "cpu" and _has_openvino():
         return "openvino"

@@ -221,7 +221,7 @@ def _check_export(graph, path: str, names: list[str], example: dict, model_dir: 
                 for g, w in zip(got, want))
     if worst > 1e-3:
         raise BertfeatError(f"model {model_dir}: the ONNX export does not reproduce the model (relative "
-                            f"difference {worst:.2g}); use --precision fp32")
+                            f"difference {worst:.2g}); use precision='fp32'")
 
 
 @contextlib.contextmanager

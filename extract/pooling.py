@@ -28,10 +28,10 @@ def parse_layers(spec: str | int) -> tuple[int, ...]:
         layers = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise BertfeatError(
-            f"bad --layers '{spec}'; expected a negative layer index (-1 = last), a list (-4,-1) or a tail (-4:)"
+            f"bad layers='{spec}'; expected a negative layer index (-1 = last), a list (-4,-1) or a tail (-4:)"
         ) from None
     if not layers or any(layer >= 0 for layer in layers):
-        raise BertfeatError(f"bad --layers '{spec}'; use negative indexes: -1 is the last layer")
+        raise BertfeatError(f"bad layers='{spec}'; use negative indexes: -1 is the last layer")
     return layers
 
 

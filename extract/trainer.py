@@ -182,7 +182,7 @@ class Trainer:
             except torch.OutOfMemoryError:
                 if self.max_tokens <= 256:
                     raise BertfeatError("out of GPU memory even at 256 tokens per micro-batch; lower "
-                                        "--max-length or use --device cpu") from None
+                                        "max_length= or use device='cpu'") from None
                 self.max_tokens //= 2
                 torch.cuda.empty_cache()
                 log.warning("out of GPU memory: micro-batches of %d tokens from now on", self.max_tokens)

@@ -128,7 +128,7 @@ def test_prune_older_than_rejects_a_negative_age_in_the_library_too(tmp_path):
     from bertfeat.cache import admin
     from bertfeat.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="older-than"):
+    with pytest.raises(ConfigError, match="older_than="):
         admin.prune(str(tmp_path), older_than_days=-1)
 
 
