@@ -78,6 +78,48 @@ def run_json(*args, cache=None):
     return json.loads(proc.stdout)
 
 
+def run_main(*args, cache=None, check=None, env=None):
+    """``bertfeat.cli.main(ARGS)`` in this process, as run_cli runs it in a new one: the same arguments, and a
+    CompletedProcess of its exit code and what it printed. For tests where the process is not the point: no
+    interpreter start-up, and the models a test before it loaded stay loaded. (Output written below Python,
+    at the file descriptor, is not captured: run_cli checks that a real process's stderr is one line.)"""
+    import contextlib
+    import io
+    import logging
+
+    from bertfeat.cli import main
+
+    argv = [str(a) for a in args]
+    changes = {**(env or {}), **({"BERTFEAT_CACHE": str(cache)} if cache is not None else {})}
+    saved_env = {name: os.environ.get(name) for name in changes}
+    log = logging.getLogger("bertfeat")
+    saved_log = log.handlers[:], log.level, log.propagate  # main() sets its own handler; pytest's caplog needs these back
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(changes)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code
+    finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        log.handlers[:], log.level, log.propagate = saved_log
+    proc = subprocess.CompletedProcess(["bertfeat", *argv], code, out.getvalue(), err.getvalue())
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def main_json(*args, cache=None, env=None):
+    """run_json in this process (run_main)."""
+    return json.loads(run_main(*args, "--json", "--quiet", cache=cache, check=0, env=env).stdout)
+
+
 @pytest.fixture(scope="session")
 def demo():
     from bertfeat.extract import read_table
@@ -86,13 +128,10 @@ def demo():
 
 
 @pytest.fixture(scope="session")
-def demo_vectors(demo, tmp_path_factory):
-    """Default-model vectors of the demo data (real model, computed once per session)."""
-    from bertfeat.extract import BertEncoder, embed
-
+def demo_vectors(demo, demo_cache):
+    """Default-model vectors of the demo data (real model, read from the session's demo cache)."""
     train, test = demo
-    cache = tmp_path_factory.mktemp("demo-cache")
-    vecs = embed([BertEncoder()], train.texts + test.texts, cache_dir=str(cache), progress=False).vectors[0]
+    vecs = cached_vectors(demo_cache, train.texts + test.texts)
     return vecs[:len(train.texts)], train.labels, vecs[len(train.texts):], test.labels
 
 
@@ -111,6 +150,29 @@ def demo_cache(tmp_path_factory):
             unique.setdefault(enc.fingerprint(), enc)
     embed(list(unique.values()), texts, cache_dir=str(folder), progress=False)
     return folder
+
+
+@pytest.fixture
+def cache(tmp_path, demo_cache, monkeypatch):
+    """A copy of the session's filled demo cache, as this test's default cache (BERTFEAT_CACHE)."""
+    import shutil
+
+    folder = tmp_path / "cache"
+    shutil.copytree(demo_cache, folder)
+    monkeypatch.setenv("BERTFEAT_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_cache, tmp_path_factory):
+    """`fit --head logreg` on the demo data, in-process on a copy of the demo cache: fit's JSON result (its
+    model_dir is the folder). Shared by the session: a test that changes the folder changes a copy."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("demo-model")
+    shutil.copytree(demo_cache, folder / "cache")
+    return main_json("fit", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--head", "logreg", "--out", folder / "logreg",
+                     cache=folder / "cache")
 
 
 @pytest.fixture(scope="session")

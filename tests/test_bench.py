@@ -1,4 +1,5 @@
-"""bench end to end on the demo data: table, files, JSON contract, best-by-CV model, MTEB protocol."""
+"""bench end to end on the demo data: table, files, JSON contract, best-by-CV model, MTEB protocol. The CLI runs
+in-process (run_main) on a copy of the session's filled demo cache."""
 import json
 import os
 
@@ -7,13 +8,12 @@ import numpy as np
 from bertfeat.classify.bench import balanced_sample, mteb_protocol, run_bench
 from bertfeat.classify.calibration import Calibrated, ece, fit_temperature, label_index, log_loss
 from bertfeat.classify.heads import make_head
-from conftest import DEMO_TEST, DEMO_TRAIN, run_cli, run_json
+from conftest import DEMO_TEST, DEMO_TRAIN, main_json, run_main
 
 
-def test_bench_json_files_and_best_model(tmp_path):
+def test_bench_json_files_and_best_model(tmp_path, cache):
     out = tmp_path / "bench"
-    cache = tmp_path / "c"
-    result = run_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--heads", "logreg,knn",
+    result = main_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--heads", "logreg,knn",
                       "--poolings", "mean,mean+max,cls@-2", "--cv", "2", "--out", out, cache=cache)
     rows = result["results"]
     assert len(rows) == 6 and {(r["head"], r["features"]) for r in rows} == {
@@ -29,18 +29,18 @@ def test_bench_json_files_and_best_model(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert json.load(open(out / "results.json"))["best"] == result["best"]
     # The best model is a model folder that predict accepts, with the same test accuracy.
-    preds = run_json("predict", "--model-dir", result["model_dir"], "--data", DEMO_TEST, cache=cache)
+    preds = main_json("predict", "--model-dir", result["model_dir"], "--data", DEMO_TEST, cache=cache)
     assert np.mean([p["label"] == p["true_label"] for p in preds]) == result["best"]["accuracy"]
     manifest = json.load(open(os.path.join(result["model_dir"], "manifest.json")))
     assert manifest["features"] == result["best"]["features"]
 
 
-def test_bench_table_and_binary_scores(tmp_path):
+def test_bench_table_and_binary_scores(tmp_path, cache):
     lines = open(DEMO_TRAIN).read().splitlines()
     binary = tmp_path / "bin.csv"
     binary.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if ln.endswith((",billing", ",account"))]))
-    out = run_cli("bench", "--train", binary, "--heads", "logreg,svm", "--no-tune", "--out", tmp_path / "b",
-                  "--quiet", cache=tmp_path / "c", check=0)
+    out = run_main("bench", "--train", binary, "--heads", "logreg,svm", "--no-tune", "--out", tmp_path / "b",
+                   "--quiet", cache=cache, check=0)
     assert "macro-F1" in out.stdout and "best by 3-fold CV" in out.stdout
     rows = json.load(open(tmp_path / "b" / "results.json"))["results"]
     assert all(0.5 < r["roc_auc"] <= 1 and 0 < r["average_precision"] <= 1 for r in rows)
@@ -71,14 +71,18 @@ def test_mteb_sampling_is_balanced_and_seeded(demo_vectors):
     assert r1["accuracy_mean"] == np.mean(r1["scores"]) and 0.2 < r1["accuracy_mean"] <= 1
 
 
-def test_bench_mteb_mode_cli(tmp_path):
-    result = run_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--samples-per-label", "8",
-                      "--n-experiments", "3", "--out", tmp_path / "m", cache=tmp_path / "c")
+def test_bench_mteb_mode_cli(tmp_path, cache):
+    result = main_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--samples-per-label", "8",
+                       "--n-experiments", "3", "--out", tmp_path / "m", cache=cache)
     assert result["protocol"] == "mteb" and len(result["scores"]) == 3
+    assert 0 < result["accuracy_mean"] <= 1 and result["accuracy_mean"] == np.mean(result["scores"])
+    # --out holds what was printed: the scores, in a file a later reader can trust
+    saved = json.load(open(tmp_path / "m" / "results.json"))
+    assert saved["scores"] == result["scores"] and saved["protocol"] == "mteb"
 
 
 def test_bench_rejects_unknown_heads(tmp_path):
-    proc = run_cli("bench", "--train", DEMO_TRAIN, "--heads", "logreg,xgb", cache=tmp_path / "c")
+    proc = run_main("bench", "--train", DEMO_TRAIN, "--heads", "logreg,xgb", cache=tmp_path / "c")
     assert proc.returncode == 2 and "unknown head 'xgb'" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -117,33 +121,33 @@ def _imbalanced(tmp_path, minority="account", keep_every=10, binary_with=None):
     return path
 
 
-def test_class_weight_balanced_and_select_macro_f1_in_fit(tmp_path):
-    train, cache = _imbalanced(tmp_path), tmp_path / "c"
-    plain = run_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--out", tmp_path / "p",
+def test_class_weight_balanced_and_select_macro_f1_in_fit(tmp_path, cache):
+    train = _imbalanced(tmp_path)
+    plain = main_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--out", tmp_path / "p",
                      cache=cache)
-    weighted = run_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--class-weight",
-                        "balanced", "--out", tmp_path / "w", cache=cache)
+    weighted = main_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--class-weight",
+                         "balanced", "--out", tmp_path / "w", cache=cache)
     # 6 'account' rows against 64 of each other class: unweighted, the head almost never says 'account'
     assert weighted["per_class"]["account"]["recall"] > plain["per_class"]["account"]["recall"] + 0.3
     assert weighted["macro_f1"] > plain["macro_f1"] + 0.05
     # knn has no class weights: balanced means oversampled rows, and it helps the same way
-    knn = [run_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "knn", *extra, "--out",
-                    tmp_path / f"k{len(extra)}", cache=cache) for extra in ((), ("--class-weight", "balanced"))]
+    knn = [main_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "knn", *extra, "--out",
+                     tmp_path / f"k{len(extra)}", cache=cache) for extra in ((), ("--class-weight", "balanced"))]
     assert knn[1]["per_class"]["account"]["recall"] > knn[0]["per_class"]["account"]["recall"]
-    chosen = run_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--class-weight",
-                      "balanced", "--select", "macro_f1", "--out", tmp_path / "s", cache=cache)
+    chosen = main_json("fit", "--train", train, "--test", DEMO_TEST, "--head", "logreg", "--class-weight",
+                       "balanced", "--select", "macro_f1", "--out", tmp_path / "s", cache=cache)
     assert chosen["select"] == "macro_f1" and set(chosen["params"]) == {"C"} and chosen["temperature"] > 0
     assert chosen["per_class"]["account"]["recall"] > plain["per_class"]["account"]["recall"] + 0.3
 
 
-def test_select_macro_f1_class_weight_and_threshold_in_bench(tmp_path):
-    train, cache = _imbalanced(tmp_path, binary_with="billing"), tmp_path / "c"
+def test_select_macro_f1_class_weight_and_threshold_in_bench(tmp_path, cache):
+    train = _imbalanced(tmp_path, binary_with="billing")
     test = tmp_path / "test.csv"
     test.write_text("\n".join(ln for ln in open(DEMO_TEST, encoding="utf-8").read().splitlines()
                               if not ln.endswith((",delivery", ",returns", ",technical"))) + "\n")
-    result = run_json("bench", "--train", train, "--test", test, "--heads", "logreg,knn", "--features", "mean",
-                      "--select", "macro_f1", "--class-weight", "balanced", "--tune-threshold", "--out",
-                      tmp_path / "b", cache=cache)
+    result = main_json("bench", "--train", train, "--test", test, "--heads", "logreg,knn", "--features", "mean",
+                       "--select", "macro_f1", "--class-weight", "balanced", "--tune-threshold", "--out",
+                       tmp_path / "b", cache=cache)
     for r in result["results"]:
         assert r["cv_score"] == r["cv_macro_f1"]  # ranked by CV macro-F1, not accuracy
     assert result["best"]["cv_score"] == max(r["cv_score"] for r in result["results"])
@@ -152,15 +156,14 @@ def test_select_macro_f1_class_weight_and_threshold_in_bench(tmp_path):
     threshold = result["selection"]["threshold"]
     assert 0 < threshold["threshold"] < 1 and "nested_cv" in threshold and isinstance(threshold["kept"], bool)
     # the saved model says what predict will do: same test accuracy from the folder
-    preds = run_json("predict", "--model-dir", result["model_dir"], "--data", test, cache=cache)
+    preds = main_json("predict", "--model-dir", result["model_dir"], "--data", test, cache=cache)
     assert np.mean([p["label"] == p["true_label"] for p in preds]) == result["best"]["accuracy"]
 
 
-def test_default_bench_chooses_views_and_heads_the_same_way_twice(tmp_path):
+def test_default_bench_chooses_views_and_heads_the_same_way_twice(tmp_path, cache):
     """No --heads, no --features: candidate views x heads by successive halving; two identical runs save the
     same head, view and parameters, and the loaded models give the same probabilities."""
-    cache = tmp_path / "c"
-    runs = [run_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--out", tmp_path / f"r{i}", cache=cache)
+    runs = [main_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--out", tmp_path / f"r{i}", cache=cache)
             for i in (1, 2)]
     features = {r["features"] for r in runs[0]["results"]}
     from bertfeat.classify.selection import DEFAULT_VIEWS
@@ -172,5 +175,5 @@ def test_default_bench_chooses_views_and_heads_the_same_way_twice(tmp_path):
     assert runs[0]["selection"] == runs[1]["selection"]
     manifests = [json.load(open(os.path.join(r["model_dir"], "manifest.json"))) for r in runs]
     assert manifests[0]["features"] == manifests[1]["features"] == runs[0]["best"]["features"]
-    probas = [run_json("predict", "--model-dir", r["model_dir"], "--data", DEMO_TEST, cache=cache) for r in runs]
+    probas = [main_json("predict", "--model-dir", r["model_dir"], "--data", DEMO_TEST, cache=cache) for r in runs]
     assert probas[0] == probas[1]

@@ -88,18 +88,26 @@ def test_fp32_matches_sentence_transformers():
 
 
 def test_auto_resolves_and_the_cache_key_holds_the_resolved_precision(monkeypatch):
+    # BERTFEAT_CPU_BF16 simulates each kind of CPU: `auto` must give bf16 on one with native bf16, fp32 without.
     encoder = BertEncoder(precision="auto", device="cpu")
-    expected = "bf16" if model_io.cpu_has_bf16() else "fp32"
-    settings = encoder.cache_settings()
-    assert settings["precision"] == expected
-    assert encoder.get_params()["precision"] == "auto"  # never written back
-    assert encoder.fingerprint() == BertEncoder(precision=expected, device="cpu").fingerprint()
-    assert embed([encoder], TEXTS[:1], progress=False).precision == expected
-    monkeypatch.setattr(model_io, "cpu_has_bf16", lambda: False)
-    assert encoder.cache_settings()["precision"] == "fp32"
-    assert encoder.fingerprint() == BertEncoder(precision="fp32", device="cpu").fingerprint()
-    # Same precision on another engine gives other numbers, so another key.
-    assert BertEncoder(precision="int8").fingerprint() != BertEncoder(precision="bf16").fingerprint()
+    for native, expected in (("1", "bf16"), ("0", "fp32")):
+        monkeypatch.setenv("BERTFEAT_CPU_BF16", native)
+        assert encoder.cache_settings()["precision"] == expected
+        assert encoder.fingerprint() == BertEncoder(precision=expected, device="cpu").fingerprint()
+        assert embed([encoder], TEXTS[:1], progress=False).precision == expected
+        assert encoder.get_params()["precision"] == "auto"  # never written back
+
+
+def test_the_same_precision_on_another_engine_is_another_cache_key(monkeypatch):
+    # bf16 on OpenVINO and bf16 on torch give slightly different numbers: one must never serve the other.
+    encoder = BertEncoder(precision="bf16", device="cpu")
+    on_openvino = encoder.cache_settings()
+    assert (on_openvino["precision"], on_openvino["runtime"]) == ("bf16", "openvino")
+    fingerprint = encoder.fingerprint()
+    monkeypatch.setattr(model_io, "_has_openvino", lambda: False)  # a machine without OpenVINO
+    on_torch = encoder.cache_settings()
+    assert (on_torch["precision"], on_torch["runtime"]) == ("bf16", "torch")
+    assert encoder.fingerprint() != fingerprint
 
 
 def test_bad_precision_and_int8_off_the_cpu_are_user_errors():
