@@ -87,6 +87,11 @@ def cmd_bench(args):
     res = benching.run(config, *labelled(args.train, args.test, config))
     if res.mteb is not None:
         m = res.mteb
+        if args.out:  # no model to keep, but --out still gets what was scored (it was silently ignored)
+            from bertfeat.cache import atomic_write_json
+
+            os.makedirs(args.out, exist_ok=True)
+            atomic_write_json(os.path.join(args.out, "results.json"), m)
         if not args.json:
             print(f"MTEB protocol, {m['features']}: accuracy {100 * m['accuracy_mean']:.2f} "
                   f"± {100 * m['accuracy_std']:.2f} over {config.n_experiments} experiments of "
