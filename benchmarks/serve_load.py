@@ -1,11 +1,13 @@
 """``bertfeat serve`` under load: batched against unbatched (``--max-batch 1``), and against in-process predict.
 
 Starts ``cli.py serve`` on 127.0.0.1 (free ports, loopback only) twice, with batching on and with
-``--max-batch 1``, and drives each in turn with a bounded number of concurrent keep-alive clients (asyncio, one
-connection each) sending a fixed count of requests of 1 and of 16 texts. Every text is distinct (a demo
-text and its number), so nothing is deduplicated. Reports throughput, p50/p95/p99 latency, errors, the
-server's peak RSS and its RSS at the first and the last thousandth request; then ``bertfeat.load(dir).predict``
-on the 16-text runs' texts in this process (servers stopped), and the ratios the issue asks for.
+``--max-batch 1``, and drives them in turn, scenario by scenario (a change in the machine's load hits both),
+with a bounded number of concurrent keep-alive clients (asyncio, one connection each) sending a fixed count of
+requests of 1 and of 16 texts. Every text is distinct (a demo text and its number), so nothing is deduplicated.
+Reports throughput, p50/p95/p99 latency, errors, texts per forward pass, each server's peak RSS and its RSS at
+its 1,000th and its last request (after an uncounted warm-up at the largest batches, so that ratio shows leaks,
+not the allocator meeting bigger shapes); and ``bertfeat.load(dir).predict`` on the 16-text runs' texts in this
+process, before and after those runs (servers idle; the faster counts), and the ratios the issue asks for.
 
 Examples::
 
@@ -56,6 +58,9 @@ def main() -> None:
                                                 str(args.max_wait_ms)], env)}
         try:
             servers["unbatched"] = start(model_dir, ["--max-batch", "1"], env)
+            for server in servers.values():  # the largest batches first: RSS then measures leaks, not shapes
+                asyncio.run(drive(server.port, max(args.clients), max(args.texts), max(args.clients), corpus,
+                                  RssProbe(None)))
             probes = {label: RssProbe(server.pid) for label, server in servers.items()}
             inproc = []
             for n_texts, n_requests in zip(args.texts, args.requests):
@@ -153,6 +158,8 @@ class RssProbe:
         return int(line.split()[1]) / 1024
 
     def count(self) -> None:
+        if self.pid is None:  # warm-up traffic: not counted
+            return
         self.done += 1
         if self.done == 1000:
             self.first = self.status("VmRSS")
