@@ -208,10 +208,11 @@ def _duplicates(split: dict, train, test) -> dict:
     found["seconds"] = round(time.perf_counter() - t0, 3)
     if found["train_exact"] + found["train_near"] + found["test_exact"] + found["test_near"]:
         log.warning("duplicates: %d test rows repeat a training row (%d exactly, %d at cosine >= %g): test scores "
-                    "may be optimistic; %d training rows repeat an earlier one (%d exactly, %d near; %d with "
+                    "may be optimistic; %d training rows repeat an earlier one (%d exactly, %d near; %d and %d with "
                     "another label)", found["test_exact"] + found["test_near"], found["test_exact"],
                     found["test_near"], found["threshold"], found["train_exact"] + found["train_near"],
-                    found["train_exact"], found["train_near"], found["train_conflicting"])
+                    found["train_exact"], found["train_near"], found["train_conflicting"],
+                    found["train_near_conflicting"])
     return found
 
 

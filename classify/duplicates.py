@@ -29,7 +29,8 @@ def find_duplicates(X_train, X_test, train_keys: list, test_keys: list, y_train=
     -------
     dict
         ``train_exact``/``train_near``: training rows that repeat an earlier training row (exactly, or at
-        cosine >= threshold); ``train_conflicting``: those whose label differs; ``test_exact``/``test_near``:
+        cosine >= threshold); ``train_conflicting``/``train_near_conflicting``: those whose label differs
+        from the earlier row's; ``test_exact``/``test_near``:
         test rows that repeat a training row; ``pairs``: up to ``LISTED`` of each kind, as
         ``{"kind", "train_row", "other_row", "cosine"}`` (0-based positions in the sets as given).
     """
@@ -44,7 +45,8 @@ def find_duplicates(X_train, X_test, train_keys: list, test_keys: list, y_train=
     train_near = _near(A, A, threshold, train_exact, earlier=True)
     test_near = _near(B, A, threshold, test_exact, earlier=False)
     labels = y_train is not None
-    conflicting = sum(1 for i, j in {**train_exact, **train_near}.items() if labels and y_train[i] != y_train[j])
+    conflicting = {name: sum(1 for i, j in found.items() if labels and y_train[i] != y_train[j])
+                   for name, found in (("train_conflicting", train_exact), ("train_near_conflicting", train_near))}
     pairs = []
     for kind, found in (("train_exact", train_exact), ("train_near", train_near), ("test_exact", test_exact),
                         ("test_near", test_near)):
@@ -53,7 +55,7 @@ def find_duplicates(X_train, X_test, train_keys: list, test_keys: list, y_train=
             pairs.append({"kind": kind, "train_row": int(j), "other_row": int(i),
                           "cosine": round(float(other[i] @ A[j]), 4)})
     return {"threshold": threshold, "train_exact": len(train_exact), "train_near": len(train_near),
-            "train_conflicting": conflicting, "test_exact": len(test_exact), "test_near": len(test_near),
+            **conflicting, "test_exact": len(test_exact), "test_near": len(test_near),
             "pairs": pairs}
 
 
