@@ -15,17 +15,6 @@ from bertfeat.cli import main
 from conftest import DEMO_TEST, DEMO_TRAIN, ROOT
 
 
-@pytest.fixture
-def cache(tmp_path, demo_cache, monkeypatch):
-    """A copy of the session's filled demo cache, as the default cache of this test."""
-    import shutil
-
-    folder = tmp_path / "cache"
-    shutil.copytree(demo_cache, folder)
-    monkeypatch.setenv("BERTFEAT_CACHE", str(folder))
-    return folder
-
-
 def _texts(path):
     return pd.read_csv(path).text.tolist()
 

@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import DEMO_TEST, DEMO_TRAIN, run_cli
+from conftest import DEMO_TEST, DEMO_TRAIN, run_cli, run_main
 
 from bertfeat.errors import DataError
 from bertfeat.extract import check_labels, read_table
@@ -31,8 +31,8 @@ def test_csv_float_labels_score_the_same_against_a_parquet_copy(tmp_path):
     accuracy = {}
     for kind, test in (("csv", test_csv), ("parquet", test_parquet)):
         out = tmp_path / f"out-{kind}"
-        proc = run_cli("fit", "--train", train, "--test", test, "--head", "logreg", "--out", out,
-                       "--cache-dir", tmp_path / "cache", "--json", "--quiet", check=0)
+        proc = run_main("fit", "--train", train, "--test", test, "--head", "logreg", "--out", out,
+                        "--cache-dir", tmp_path / "cache", "--json", "--quiet", check=0)
         accuracy[kind] = json.loads(proc.stdout)["accuracy"]
         assert json.loads((out / "manifest.json").read_text())["labels"] == ["1", "2", "3", "4", "5"]
     assert accuracy["parquet"] == accuracy["csv"] > 0.5, accuracy

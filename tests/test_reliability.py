@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bertfeat.extract.data import is_blank
 
-from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, cached_vectors, data_rows, generated_rows, run_cli, run_json
+from conftest import (DEMO_TEST, DEMO_TRAIN, ROOT, cached_vectors, data_rows, generated_rows, main_json, run_cli,
+                      run_json, run_main)
 from bertfeat.errors import BertfeatError
 
 
@@ -50,10 +51,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_vectors(tmp_path):
     proc.wait()
     done_before = len(_committed(killed))
     assert 2 <= done_before < 12, "the run should have been killed part-way"
-    resumed = run_json("embed", "--data", data, "--shard-size", "100", cache=killed)
+    resumed = main_json("embed", "--data", data, "--shard-size", "100", cache=killed)
     assert resumed["n_cached"] >= 200 and resumed["n_embedded"] > 0
     assert resumed["n_cached"] + resumed["n_embedded"] == resumed["n_unique"]
-    run_json("embed", "--data", data, "--shard-size", "100", cache=clean)
+    main_json("embed", "--data", data, "--shard-size", "100", cache=clean)
     a, b = _stored_vectors(data, killed), _stored_vectors(data, clean)
     # Batches are cut the same way on resume, so the vectors are the very same bytes.
     assert a.tobytes() == b.tobytes()
@@ -72,7 +73,7 @@ def test_two_concurrent_runs_share_one_cache(tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert run_cli("cache", "verify", cache=cache).returncode == 0
-    again = run_json("embed", "--data", union, cache=cache)
+    again = main_json("embed", "--data", union, cache=cache)
     assert again["n_embedded"] == 0 and again["n_cached"] == again["n_unique"]
 
 
@@ -110,43 +111,45 @@ def test_disk_full_on_a_real_tiny_filesystem(tmp_path):
 def test_huge_text_is_truncated_and_counted(tmp_path):
     path = tmp_path / "big.csv"
     path.write_text("text,label\n" + "word " * 200_000 + ",x\nshort text,y\n")
-    out = run_json("embed", "--data", path, "--cache-dir", tmp_path / "c")
+    out = main_json("embed", "--data", path, "--cache-dir", tmp_path / "c")
     assert out["n_truncated"] == 1 and out["n_embedded"] == 2
 
 
-def test_tampered_model_folder_is_refused_by_predict(tmp_path):
-    cache = tmp_path / "c"
-    fitted = run_json("fit", "--train", DEMO_TRAIN, "--out", tmp_path / "m", cache=cache)
-    with open(os.path.join(fitted["model_dir"], "head.npz"), "r+b") as fh:
+def test_tampered_model_folder_is_refused_by_predict(tmp_path, cache, demo_model):
+    import shutil
+
+    folder = shutil.copytree(demo_model["model_dir"], tmp_path / "m")
+    assert main_json("predict", "--model-dir", folder, "--text", "hi", cache=cache)[0]["label"]  # intact: predicts
+    with open(os.path.join(folder, "head.npz"), "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00")
-    proc = run_cli("predict", "--model-dir", fitted["model_dir"], "--text", "hi", cache=cache)
+    proc = run_cli("predict", "--model-dir", folder, "--text", "hi", cache=cache)
     assert proc.returncode == 2 and "does not match the checksum" in proc.stderr
 
 
 def test_cache_info_verify_prune(tmp_path):
     cache = tmp_path / "c"
     data = _slice(tmp_path, "d.csv", 0, 60, source=DEMO_TRAIN)
-    run_json("embed", "--data", data, cache=cache)
-    run_json("embed", "--data", data, "--pooling", "cls", cache=cache)
-    info = run_json("cache", "info", cache=cache)
+    main_json("embed", "--data", data, cache=cache)
+    main_json("embed", "--data", data, "--pooling", "cls", cache=cache)
+    info = main_json("cache", "info", cache=cache)
     assert len(info["entries"]) == 2 and {e["rows"] for e in info["entries"]} == {60}
     assert {e["pooling"] for e in info["entries"]} == {"mean", "cls"}
-    assert run_cli("cache", "verify", cache=cache).returncode == 0
+    assert run_main("cache", "verify", cache=cache).returncode == 0
     (vec,) = [os.path.join(r, n) for r, _, fs in os.walk(cache) for n in fs
               if n.endswith(".vectors.npy") and "cls" in open(os.path.join(r, "encoder.json")).read()]
     with open(vec, "r+b") as fh:
         fh.seek(-8, 2)
         fh.write(b"\xff" * 8)
-    bad = run_cli("cache", "verify", cache=cache)
+    bad = run_main("cache", "verify", cache=cache)
     assert bad.returncode == 1 and os.path.basename(vec).split(".")[0] in bad.stderr
-    assert run_cli("cache", "prune", cache=cache).returncode == 2  # no selector: refuses to guess
-    dry = run_json("cache", "prune", "--model", "all-MiniLM-L6-v2", "--dry-run", cache=cache)
-    assert len(dry["removed"]) == 2 and len(run_json("cache", "info", cache=cache)["entries"]) == 2
+    assert run_main("cache", "prune", cache=cache).returncode == 2  # no selector: refuses to guess
+    dry = main_json("cache", "prune", "--model", "all-MiniLM-L6-v2", "--dry-run", cache=cache)
+    assert len(dry["removed"]) == 2 and len(main_json("cache", "info", cache=cache)["entries"]) == 2
     fp = next(e["fingerprint"] for e in info["entries"] if e["pooling"] == "cls")
-    run_json("cache", "prune", "--fingerprint", fp[:10], cache=cache)
-    assert [e["pooling"] for e in run_json("cache", "info", cache=cache)["entries"]] == ["mean"]
-    assert run_cli("cache", "verify", cache=cache).returncode == 0
+    main_json("cache", "prune", "--fingerprint", fp[:10], cache=cache)
+    assert [e["pooling"] for e in main_json("cache", "info", cache=cache)["entries"]] == ["mean"]
+    assert run_main("cache", "verify", cache=cache).returncode == 0
 
 
 # -- the loader under random tables --------------------------------------------------------------
@@ -260,6 +263,7 @@ def test_loader_reads_every_valid_table_exactly_and_rejects_only_invalid_ones(tm
 
 
 def test_cache_info_lists_model_exports_and_prune_all_removes_them(tmp_path, monkeypatch):
+    # In real processes: this process may hold an int8 engine loaded from the session's exports folder.
     monkeypatch.setenv("BERTFEAT_MODELS", "")  # exports go under this test's cache root, as for a user
     cache = tmp_path / "cache"
     run_json("embed", "--data", DEMO_TEST, "--precision", "int8", cache=cache)  # int8 always runs from an export
@@ -296,8 +300,8 @@ def test_sigkill_in_a_later_window_keeps_the_earlier_windows_and_resumes_to_the_
     proc.wait()
     done_before = _committed_rows(killed)
     assert 400 <= done_before < 1200, proc.stderr.read()[-2000:]
-    resumed = run_json("embed", "--data", data, *flags, cache=killed)
+    resumed = main_json("embed", "--data", data, *flags, cache=killed)
     assert resumed["n_cached"] >= done_before and resumed["n_embedded"] == 1200 - resumed["n_cached"]
     assert resumed["n_unique"] == 1200
-    run_json("embed", "--data", data, *flags, cache=clean)
+    main_json("embed", "--data", data, *flags, cache=clean)
     assert _stored_vectors(data, killed).tobytes() == _stored_vectors(data, clean).tobytes()

@@ -36,7 +36,7 @@ def test_sgd_trains_from_shards_without_loading_every_vector(tmp_path):
 
 
 def test_fit_sgd_streams_from_the_cache_through_the_cli(tmp_path):
-    from conftest import DEMO_TEST, DEMO_TRAIN, run_cli, run_json
+    from conftest import DEMO_TEST, DEMO_TRAIN, main_json as run_json, run_main as run_cli  # in-process
 
     args = ("fit", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--head", "sgd", "--cache-dir", tmp_path / "cache")
     first = run_json(*args, "--out", tmp_path / "m1")
