@@ -1,6 +1,7 @@
 """MkDocs hook: the pages that must not drift are generated at build time.
 
 - ``reference/cli.md`` from ``bertfeat.cli.build_parser()``: every subcommand, every flag, its default;
+- ``benchmarks.md``: BENCHMARKS.md as it is;
 - ``reference/tests.md`` from ``tests/test_*.py``: every test function, with an anchor the reliability
   table links to;
 - in ``reliability.md``, a row's ``(test_file: `test_name`)`` becomes links to those anchors, so a row
@@ -112,7 +113,10 @@ def link_tests(cell: str) -> str:
 def on_files(files, config):
     from mkdocs.structure.files import File
 
-    for path, content in (("reference/cli.md", cli_page()), ("reference/tests.md", tests_page())):
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), encoding="utf-8") as fh:
+        benchmarks = fh.read()  # one source: the repository's BENCHMARKS.md is the docs' page
+    for path, content in (("reference/cli.md", cli_page()), ("reference/tests.md", tests_page()),
+                          ("benchmarks.md", benchmarks)):
         files.append(File.generated(config, path, content=content))
     return files
 
