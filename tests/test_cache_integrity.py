@@ -11,7 +11,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import DEMO_TRAIN, ROOT, cached_vectors, data_rows, run_cli, run_json
+from conftest import DEMO_TRAIN, ROOT, cached_vectors, data_rows, main_json, run_cli, run_main
 
 from bertfeat.cache import VectorStore, admin, fingerprint_of, text_keys
 from bertfeat.cache import layout
@@ -107,7 +107,7 @@ def test_every_damage_at_once_through_the_cli(tmp_path):
     exits 1, embed re-embeds exactly those rows with a warning per file, prune --quarantine clears them."""
     cache = tmp_path / "c"
     data = data_rows(DEMO_TRAIN, tmp_path / "d.csv", 0, 24)
-    run_json("embed", "--data", data, "--shard-size", "3", "--batch-size", "3", cache=cache)
+    main_json("embed", "--data", data, "--shard-size", "3", "--batch-size", "3", cache=cache)
     texts = read_table(data).texts
     (fp,) = [n for n in os.listdir(cache) if layout.entry_settings(str(cache), n)]
     folder = cache / fp
@@ -121,17 +121,17 @@ def test_every_damage_at_once_through_the_cli(tmp_path):
         rows[shard] = json.load(open(folder / (shard + ".json")))["rows"]
         bad.append(DAMAGE[kind](str(folder), shard))
 
-    info = run_cli("cache", "info", cache=cache, check=0)
+    info = run_main("cache", "info", cache=cache, check=0)
     assert "Traceback" not in info.stderr
-    verify = run_cli("cache", "verify", cache=cache)
+    verify = run_main("cache", "verify", cache=cache)
     assert verify.returncode == 1 and all(name in verify.stderr for name in bad), verify.stderr
-    again = run_cli("embed", "--data", data, "--shard-size", "3", "--batch-size", "3", "--json", cache=cache, check=0)
+    again = run_main("embed", "--data", data, "--shard-size", "3", "--batch-size", "3", "--json", cache=cache, check=0)
     assert json.loads(again.stdout)["n_embedded"] == sum(rows.values())
     assert all(name in again.stderr for name in bad) and "Traceback" not in again.stderr
-    assert run_cli("cache", "verify", cache=cache).returncode == 0
-    assert len(run_json("cache", "info", cache=cache)["quarantined"]) == len(kinds)
-    run_json("cache", "prune", "--quarantine", cache=cache)
-    assert run_json("cache", "info", cache=cache)["quarantined"] == [] and not (cache / "quarantine").exists()
+    assert run_main("cache", "verify", cache=cache).returncode == 0
+    assert len(main_json("cache", "info", cache=cache)["quarantined"]) == len(kinds)
+    main_json("cache", "prune", "--quarantine", cache=cache)
+    assert main_json("cache", "info", cache=cache)["quarantined"] == [] and not (cache / "quarantine").exists()
     assert cached_vectors(cache, texts).shape[0] == len(texts)
 
 
@@ -291,11 +291,11 @@ def test_prune_removes_its_entries_and_never_a_foreign_folder(tmp_path):
     (cache / ("a" * 32) / "encoder.json").write_text(json.dumps({"model": "x"}))
     os.makedirs(cache / "models" / "mine")  # not provably an export
     export = _export(str(cache))
-    dry = run_cli("cache", "prune", "--all", "--dry-run", cache=cache, check=0)
+    dry = run_main("cache", "prune", "--all", "--dry-run", cache=cache, check=0)
     listed = [line.split(" ", 2)[2] for line in dry.stdout.splitlines() if line.startswith("would remove /")]
     assert sorted(listed) == sorted([str(cache / FP), export])
     assert os.path.isdir(cache / FP) and os.path.isdir(export)  # dry run
-    run_json("cache", "prune", "--all", cache=cache)
+    main_json("cache", "prune", "--all", cache=cache)
     assert sorted(os.listdir(cache)) == sorted([layout.TAG, "a" * 32, "gpt2", "models"])
     assert os.listdir(cache / "models") == ["mine"] and os.listdir(cache / "gpt2") == ["encoder.json"]
 
@@ -307,8 +307,8 @@ def test_prune_older_than_never_counts_a_tokenizer_folder_as_an_entry(tmp_path):
     old = 1_000_000_000
     os.utime(cache / "gpt2", (old, old))
     os.utime(cache / FP, (old, old))
-    assert [e["fingerprint"] for e in run_json("cache", "info", cache=cache)["entries"]] == [FP]
-    run_json("cache", "prune", "--older-than", "30", cache=cache)
+    assert [e["fingerprint"] for e in main_json("cache", "info", cache=cache)["entries"]] == [FP]
+    main_json("cache", "prune", "--older-than", "30", cache=cache)
     assert sorted(os.listdir(cache)) == [layout.TAG, "gpt2"]
 
 
@@ -357,12 +357,12 @@ def test_prune_skips_an_entry_that_a_running_job_holds(tmp_path):
                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert job.stdout.readline().strip() == "holding"
-        busy = run_cli("cache", "prune", "--all", cache=cache, check=0)
+        busy = run_main("cache", "prune", "--all", cache=cache, check=0)
         assert "in use by a running job" in busy.stderr and os.path.isdir(cache / FP)
     finally:
         job.communicate("\n", timeout=60)
     assert job.returncode == 0
-    run_json("cache", "prune", "--all", cache=cache)
+    main_json("cache", "prune", "--all", cache=cache)
     assert not os.path.exists(cache / FP)
 
 

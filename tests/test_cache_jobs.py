@@ -2,8 +2,8 @@
 verify counts each damaged export once and refuses a file for a root; exports are made with the umask's
 mode; two identical finetunes cannot share a run folder; setfit's --max-pairs must be positive.
 
-Subprocesses where the process is the point (concurrent jobs, exit codes); one thread of torch each, as in
-test_finetune.py.
+Subprocesses where the process is the point (concurrent jobs, a umask); one thread of torch each, as in
+test_finetune.py. The cache commands run in-process (run_main).
 """
 import glob
 import json
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, data_rows, run_cli
+from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, data_rows, run_main
 
 EMBED = {"OMP_NUM_THREADS": "1", "BERTFEAT_MODELS": ""}  # exports under the vector cache root, as for a user
 FINETUNE = {"OMP_NUM_THREADS": "1", "BERTFEAT_CPU_BF16": "0"}  # fp32 torch: no ONNX export of the tuned model
@@ -77,14 +77,14 @@ def test_prune_all_keeps_an_export_a_job_holds(export_cache, tmp_path):
     cache, folder = _copy(export_cache, tmp_path)
     lock = layout.hold(str(folder), create=False)  # as a running embed holds its export
     try:
-        done = json.loads(run_cli("cache", "prune", "--all", "--json", cache=cache, check=0).stdout)
+        done = json.loads(run_main("cache", "prune", "--all", "--json", cache=cache, check=0).stdout)
     finally:
         os.close(lock)
     assert folder.is_dir() and (folder / "model.onnx").is_file()
     assert {"path": str(folder), "reason": "in use by a running job"} in done["skipped"]
     assert str(folder) not in done["paths"] and len(done["removed"]) == 1  # the idle vector entry went
     # Let go, and the same prune removes it.
-    done = json.loads(run_cli("cache", "prune", "--all", "--json", cache=cache, check=0).stdout)
+    done = json.loads(run_main("cache", "prune", "--all", "--json", cache=cache, check=0).stdout)
     assert str(folder) in done["paths"] and not folder.exists()
 
 
@@ -104,7 +104,7 @@ def test_prune_all_while_a_real_embed_runs_keeps_its_export_and_the_embed_finish
             assert job.poll() is None, f"the embed ended without ever holding its export:\n{job.stderr.read()}"
             time.sleep(0.02)
         job.send_signal(signal.SIGSTOP)  # holds it for as long as the prune takes, whatever the machine's speed
-        done = json.loads(run_cli("cache", "prune", "--all", "--json", cache=cache, check=0).stdout)
+        done = json.loads(run_main("cache", "prune", "--all", "--json", cache=cache, check=0).stdout)
     finally:
         job.send_signal(signal.SIGCONT)
     out, err = job.communicate(timeout=600)
@@ -119,7 +119,7 @@ def test_prune_all_while_a_real_embed_runs_keeps_its_export_and_the_embed_finish
 def test_prune_older_than_a_negative_or_no_number_is_an_error_and_removes_nothing(export_cache, tmp_path, age):
     cache, folder = _copy(export_cache, tmp_path)
     before = sorted(os.listdir(cache))
-    line = _error_line(run_cli("cache", "prune", f"--older-than={age}", cache=cache))
+    line = _error_line(run_main("cache", "prune", f"--older-than={age}", cache=cache))
     assert "--older-than" in line and age in line
     assert sorted(os.listdir(cache)) == before and folder.is_dir()
 
@@ -136,11 +136,11 @@ def test_verify_counts_a_damaged_export_once(export_cache, tmp_path):
     cache, folder = _copy(export_cache, tmp_path)
     data = (folder / "model.onnx").read_bytes()
     (folder / "model.onnx").write_bytes(data[:len(data) // 2])
-    proc = run_cli("cache", "verify", "--json", cache=cache, check=1)
+    proc = run_main("cache", "verify", "--json", cache=cache, check=1)
     report = json.loads(proc.stdout)
     assert [d["export"] for d in report["damaged"]] == [folder.name] and report["exports"] == 1
     assert proc.stderr.count(f"model export {folder}: model.onnx has") == 1
-    text = run_cli("cache", "verify", cache=cache, check=1).stdout
+    text = run_main("cache", "verify", cache=cache, check=1).stdout
     assert "1 model exports checked: 1 damaged" in text
 
 
@@ -148,7 +148,7 @@ def test_verify_counts_a_damaged_export_once(export_cache, tmp_path):
 def test_cache_commands_on_a_file_are_a_one_line_error(tmp_path, action):
     path = tmp_path / "not-a-folder"
     path.write_text("mine\n")
-    line = _error_line(run_cli("cache", *action, "--cache-dir", path))
+    line = _error_line(run_main("cache", *action, "--cache-dir", path))
     assert str(path) in line and "not a folder" in line
     assert path.read_text() == "mine\n"
 
@@ -177,7 +177,7 @@ def test_the_same_finetune_twice_at_once_the_second_exits_2_and_the_first_finish
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert json.loads(out)["model_dir"] == run and not os.path.exists(os.path.join(run, "temp"))
-    preds = json.loads(run_cli("predict", "--model-dir", run, "--data", DEMO_TEST, "--json", "--quiet",
+    preds = json.loads(run_main("predict", "--model-dir", run, "--data", DEMO_TEST, "--json", "--quiet",
                                check=0, env=FINETUNE).stdout)
     assert len(preds) == 80
 
@@ -185,7 +185,7 @@ def test_the_same_finetune_twice_at_once_the_second_exits_2_and_the_first_finish
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_setfit_max_pairs_must_be_positive(tiny_bert, tmp_path, value):
     train = data_rows(DEMO_TRAIN, tmp_path / "train.csv", 0, 24)
-    line = _error_line(run_cli("finetune", "--method", "setfit", "--train", train, "--test", DEMO_TEST, "--model",
+    line = _error_line(run_main("finetune", "--method", "setfit", "--train", train, "--test", DEMO_TEST, "--model",
                                tiny_bert, "--max-pairs", value, "--out", tmp_path / "run", "--quiet",
                                env=FINETUNE))
     assert "--max-pairs" in line and value in line

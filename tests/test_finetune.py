@@ -1,5 +1,5 @@
 """finetune end to end (real CLI processes): a short full fine-tune then predict on the moved folder, kill -9
-and resume, bench's fine-tuned rows, bad input; the pieces (pairs, linear head, MTEB samples) in process.
+and resume, bench's fine-tuned rows; bad input and the pieces (pairs, linear head, MTEB samples) in process.
 
 Subprocesses run torch on one thread (OMP_NUM_THREADS=1): on a busy 2-core machine two spinning threads
 per process made these runs three times slower; the code path is the same.
@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, data_rows, run_cli
+from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, data_rows, run_main
 
 FAST = {"OMP_NUM_THREADS": "1", "BERTFEAT_CPU_BF16": "0"}  # fp32 torch: no ONNX export of each tuned model
 
@@ -117,12 +117,12 @@ def test_bench_finetune_adds_a_marked_row_beside_the_frozen_heads(tmp_path, tiny
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
     for flags, words in ((["--epochs", "0"], "--epochs"), (["--lr", "-1"], "--lr"), (["--val-size", "1.5"], "--val-size")):
-        proc = _cli("finetune", "--train", DEMO_TRAIN, "--out", out, *flags, check=2)
+        proc = run_main("finetune", "--train", DEMO_TRAIN, "--out", out, *flags, check=2)
         assert proc.stderr.startswith("error:") and words in proc.stderr and "Traceback" not in proc.stderr
         assert not out.exists()
-    proc = run_cli("bench", "--train", DEMO_TRAIN, "--finetune", "fuller", check=2)
+    proc = run_main("bench", "--train", DEMO_TRAIN, "--finetune", "fuller", check=2)
     assert "full, setfit" in proc.stderr
-    proc = run_cli("finetune", "--train", DEMO_TRAIN, "--method", "lora", check=2)
+    proc = run_main("finetune", "--train", DEMO_TRAIN, "--method", "lora", check=2)
     assert "invalid choice" in proc.stderr
 
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_main
 
 NAMES = ("logreg", "svm", "lda", "knn", "mlp", "vote")
 
@@ -434,7 +434,7 @@ def test_a_finetuned_encoder_outside_the_model_folder_is_refused(where, saved, t
 
 def test_a_symlinked_encoder_is_one_error_line_from_the_cli(saved, tiny_bert, tmp_path):
     folder = _finetuned_folder(saved, tiny_bert, tmp_path, link=True)
-    proc = run_cli("predict", "--model-dir", folder, "--text", "hi")
+    proc = run_main("predict", "--model-dir", folder, "--text", "hi")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "outside the folder" in errors[0]

@@ -1,5 +1,6 @@
 """Model folders: portable across machines, loaded without pickle, used from Python (bertfeat.load) and by
-`predict`, pairs included. Real model, real files, real CLI subprocesses."""
+`predict`, pairs included. Real model, real files; the CLI in-process (run_main), and in real processes where
+the point is another machine (no bf16, no OpenVINO: settings a process reads once) or a clean exit code."""
 import hashlib
 import json
 import os
@@ -10,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, run_cli, run_json
+from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, main_json, run_cli, run_main
 
 N_TRAIN, N_TEST = 120, 40
 
@@ -49,9 +50,8 @@ def bf16_model(data, tmp_path_factory):
     """logreg fit with the default precision on a CPU with native bf16 (simulated where this one lacks it):
     vectors in bf16 on OpenVINO, as on the machines the README's figures come from."""
     folder = tmp_path_factory.mktemp("bf16")
-    with pytest.MonkeyPatch.context() as patch:  # run_cli passes os.environ on
-        patch.setenv("BERTFEAT_CPU_BF16", "1")
-        fitted = run_json("fit", "--train", data[0], "--test", data[1], "--out", folder / "m", cache=folder / "c")
+    fitted = main_json("fit", "--train", data[0], "--test", data[1], "--out", folder / "m", cache=folder / "c",
+                       env={"BERTFEAT_CPU_BF16": "1"})
     manifest = json.load(open(folder / "m" / "manifest.json"))
     assert manifest["trained_with"]["precision"] == "bf16" and manifest["trained_with"]["runtime"] == "openvino"
     return fitted["model_dir"], folder / "c"
@@ -84,15 +84,15 @@ def test_model_folder_moves_to_a_cpu_without_bf16_or_openvino(bf16_model, data, 
 def test_predict_refuses_a_model_whose_tokenizer_changed(tiny_bert, data, tmp_path):
     model = tmp_path / "tiny"
     shutil.copytree(tiny_bert, model)
-    fit = run_json("fit", "--train", data[0], "--test", data[1], "--model", model, "--precision", "fp32",
+    fit = main_json("fit", "--train", data[0], "--test", data[1], "--model", model, "--precision", "fp32",
                    "--out", tmp_path / "m", "--cache-dir", tmp_path / "c")
-    rows = run_json("predict", "--model-dir", fit["model_dir"], "--text", "hello", "--cache-dir", tmp_path / "c")
+    rows = main_json("predict", "--model-dir", fit["model_dir"], "--text", "hello", "--cache-dir", tmp_path / "c")
     assert len(rows) == 1
     config_path = model / "tokenizer_config.json"
     config = json.load(open(config_path))
     config["do_lower_case"] = not config.get("do_lower_case", True)
     json.dump(config, open(config_path, "w"))
-    _one_line_error(run_cli("predict", "--model-dir", fit["model_dir"], "--text", "hello", "--cache-dir",
+    _one_line_error(run_main("predict", "--model-dir", fit["model_dir"], "--text", "hello", "--cache-dir",
                             tmp_path / "c"), "not the one this head was trained on", "tokenizer")
 
 
@@ -102,7 +102,7 @@ def test_old_model_format_is_one_line_error(bf16_model, tmp_path):
     manifest = json.load(open(copy / "manifest.json"))
     manifest["format"] = 2
     json.dump(manifest, open(copy / "manifest.json", "w"))
-    _one_line_error(run_cli("predict", "--model-dir", copy, "--text", "hi"), "model format 2", "fit the model again")
+    _one_line_error(run_main("predict", "--model-dir", copy, "--text", "hi"), "model format 2", "fit the model again")
 
 
 # -- persistence without pickle ------------------------------------------------------------------
@@ -175,13 +175,13 @@ def test_a_planted_pickle_with_a_matching_manifest_runs_only_with_trust_pickle(b
     copy, marker = tmp_path / "planted", tmp_path / "pwned"
     shutil.copytree(bf16_model[0], copy)
     _plant(copy, "head.joblib", marker)
-    _one_line_error(run_cli("predict", "--model-dir", copy, "--text", "hi"), "pickle", "--trust-pickle")
+    _one_line_error(run_main("predict", "--model-dir", copy, "--text", "hi"), "pickle", "--trust-pickle")
     with pytest.raises(bertfeat.BertfeatError, match="trust_pickle=True"):
         bertfeat.load(str(copy))
     assert not marker.exists()
     # Under the name of a safe head, the same bytes are refused, never unpickled.
     _plant(copy, "head.npz", marker)
-    _one_line_error(run_cli("predict", "--model-dir", copy, "--text", "hi"), "head.npz", "not a head")
+    _one_line_error(run_main("predict", "--model-dir", copy, "--text", "hi"), "head.npz", "not a head")
     assert not marker.exists()
     # The flag is what stands between the folder and code execution: with it, the plant runs.
     _plant(copy, "head.joblib", marker)
@@ -199,9 +199,9 @@ def test_a_pickled_head_needs_trust_pickle_on_predict(demo_vectors, tmp_path):
     X_train, y_train, _, _ = demo_vectors
     head = make_head("lgbm").fit(X_train, np.asarray(y_train))
     out = save_model_dir(str(tmp_path / "m"), head, model_manifest([BertEncoder()], "lgbm", "mean", head.classes_), {})
-    _one_line_error(run_cli("predict", "--model-dir", out, "--text", "my parcel is late", cache=tmp_path / "c"),
+    _one_line_error(run_main("predict", "--model-dir", out, "--text", "my parcel is late", cache=tmp_path / "c"),
                     "'lgbm' head is a pickle", "--trust-pickle")
-    rows = run_json("predict", "--model-dir", out, "--text", "my parcel is late", "--trust-pickle",
+    rows = main_json("predict", "--model-dir", out, "--text", "my parcel is late", "--trust-pickle",
                     cache=tmp_path / "c")
     assert rows[0]["label"] == "delivery"
 
@@ -212,7 +212,7 @@ def test_a_changed_head_file_is_refused_from_the_bytes_it_would_load(bf16_model,
     with open(copy / "head.npz", "r+b") as fh:
         fh.seek(200)
         fh.write(b"\x00\x01")
-    _one_line_error(run_cli("predict", "--model-dir", copy, "--text", "hi"), "head.npz does not match the checksum")
+    _one_line_error(run_main("predict", "--model-dir", copy, "--text", "hi"), "head.npz does not match the checksum")
 
 
 # -- the Python API ------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def test_load_predicts_like_the_cli_is_thread_safe_and_saves(bf16_model, data, t
 
     monkeypatch.setenv("BERTFEAT_CPU_BF16", "1")  # the training machine
     model_dir, cache = bf16_model
-    cli_rows = run_json("predict", "--model-dir", model_dir, "--data", data[1], cache=cache)
+    cli_rows = main_json("predict", "--model-dir", model_dir, "--data", data[1], cache=cache)
     texts = read_table(data[1]).texts
     clf = bertfeat.load(model_dir)
     assert list(clf.classes_) == ["account", "billing", "delivery", "returns", "technical"]
@@ -288,18 +288,18 @@ def _pair_frame(frame):
 def test_predict_uses_the_pair_of_a_pair_model(tmp_path):
     train = _slice(tmp_path / "train.csv", DEMO_TRAIN, 0, N_TRAIN, _pair_frame)
     test = _slice(tmp_path / "test.csv", DEMO_TEST, 0, N_TEST, _pair_frame)
-    fit = run_json("fit", "--train", train, "--test", test, "--text-col", "channel", "--pair-col", "message",
+    fit = main_json("fit", "--train", train, "--test", test, "--text-col", "channel", "--pair-col", "message",
                    "--out", tmp_path / "m", cache=tmp_path / "c")
     assert fit["accuracy"] > 0.8
-    rows = run_json("predict", "--model-dir", fit["model_dir"], "--data", test, cache=tmp_path / "c")
+    rows = main_json("predict", "--model-dir", fit["model_dir"], "--data", test, cache=tmp_path / "c")
     assert sum(r["label"] == r["true_label"] for r in rows) / len(rows) == fit["accuracy"]
-    rows = run_json("predict", "--model-dir", fit["model_dir"], "--text", "email", "--pair",
+    rows = main_json("predict", "--model-dir", fit["model_dir"], "--text", "email", "--pair",
                     "my parcel is two weeks late", "--text", "email", "--pair", "I forgot my password",
                     cache=tmp_path / "c")
     assert [r["label"] for r in rows] == ["delivery", "account"]
-    _one_line_error(run_cli("predict", "--model-dir", fit["model_dir"], "--text", "email", cache=tmp_path / "c"),
+    _one_line_error(run_main("predict", "--model-dir", fit["model_dir"], "--text", "email", cache=tmp_path / "c"),
                     "trained on text pairs", "'message'", "--pair")
-    _one_line_error(run_cli("predict", "--model-dir", fit["model_dir"], "--text", "a", "--text", "b", "--pair", "c",
+    _one_line_error(run_main("predict", "--model-dir", fit["model_dir"], "--text", "a", "--text", "b", "--pair", "c",
                             cache=tmp_path / "c"), "2 --text but 1 --pair")
     import bertfeat
 

@@ -1,7 +1,8 @@
-"""Model folders that are unsafe or damaged (real CLI processes): a folder that asks to run its own code
+"""Model folders that are unsafe or damaged: a folder that asks to run its own code
 (``auto_map``, a model type transformers does not ship) is refused in one line before anything loads, even
 when the user would answer "y" to transformers' prompt; a damaged config, tokenizer or weights file, or a
-pickle torch refuses, is one ``error: model folder DIR: FILE ...`` line instead of a traceback."""
+pickle torch refuses, is one ``error: model folder DIR: FILE ...`` line instead of a traceback. Real CLI
+processes where a prompt could be answered or an export runs; damaged files for embed in-process (run_main)."""
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import DEMO_TEST, DEMO_TRAIN, ROOT
+from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, run_main
 
 FAST = {"OMP_NUM_THREADS": "1", "BERTFEAT_CPU_BF16": "0"}  # fp32 torch, as in test_finetune
 
@@ -20,6 +21,11 @@ def _cli(*args, cache):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BERTFEAT_CACHE": str(cache), **FAST}
     return subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *map(str, args), "--quiet"], cwd=ROOT,
                           check=False, env=env, input="y\n" * 5, capture_output=True, text=True, timeout=600)
+
+
+def _in_process(*args, cache):
+    """_cli in this process (run_main), for folders whose damage asks no question: nothing to answer."""
+    return run_main(*args, "--quiet", cache=cache, env=FAST)
 
 
 def _assert_refused(proc, folder, *words):
@@ -170,8 +176,8 @@ def test_embed_on_a_damaged_model_folder_is_one_line(tmp_path, tiny_bert, case):
     damage, name = DAMAGE[case]
     folder = _copy(tiny_bert, tmp_path / "model")
     damage(folder, tmp_path / "ran")
-    proc = _cli("embed", "--model", folder, "--data", DEMO_TEST, "--cache-dir", tmp_path / "cache",
-                cache=tmp_path / "cache")
+    proc = _in_process("embed", "--model", folder, "--data", DEMO_TEST, "--cache-dir", tmp_path / "cache",
+                       cache=tmp_path / "cache")
     assert not (tmp_path / "ran").exists()
     _assert_refused(proc, folder, name)
 
