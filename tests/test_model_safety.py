@@ -24,7 +24,8 @@ def _cli(*args, cache):
 
 
 def _in_process(*args, cache):
-    """_cli in this process (run_main), for folders whose damage asks no question: nothing to answer."""
+    """_cli in this process (run_main). Nothing can answer a prompt here: the real processes of
+    test_embed_refuses_a_folder_that_asks_to_run_its_own_code show that a "y" changes nothing."""
     return run_main(*args, "--quiet", cache=cache, env=FAST)
 
 
@@ -89,8 +90,8 @@ def test_every_command_that_takes_a_model_folder_refuses_one_that_asks_to_run_co
     _edit_json(os.path.join(folder, "config.json"), **REMOTE_CODE["config auto_map"][1])
     _plant_code(folder, tmp_path / "ran")
     out = tmp_path / "out"
-    proc = _cli(command, "--model", folder, "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--out", out,
-                cache=tmp_path / "cache")
+    proc = _in_process(command, "--model", folder, "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--out", out,
+                       cache=tmp_path / "cache")
     assert not (tmp_path / "ran").exists()
     _assert_refused(proc, folder, "config.json", "auto_map")
     assert not out.exists()
