@@ -27,6 +27,7 @@ tr.chosen td{background:#fff6d5;font-weight:600}td.top{color:#0a6b2d;font-weight
 .note{color:#666;font-size:13px}.plots{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 figure{margin:0}figcaption{font-size:13px;color:#555;max-width:660px}td.ex{text-align:left;max-width:360px;white-space:normal}
 code{font-size:12px;word-break:break-all}
+td.p,td.v{text-align:left;white-space:normal;max-width:220px;font-size:12px}
 """
 # column, title, better ("max"/"min"), format
 COLUMNS = [("accuracy", "test accuracy", "max", "{:.4f}"), ("macro_f1", "macro-F1", "max", "{:.4f}"),
@@ -49,8 +50,12 @@ def size_text(n) -> str:
 
 
 def params_text(params: dict) -> str:
-    return ", ".join(f"{k.split('__')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('__')[-1]}={v}"
-                     for k, v in (params or {}).items()) or "defaults"
+    def value(v):
+        if isinstance(v, dict):  # a vote's members and their weights
+            return "; ".join(f"{k} {w:g}" if isinstance(w, float) else f"{k} {w}" for k, w in v.items())
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k.split('__')[-1]}={value(v)}" for k, v in (params or {}).items()) or "defaults"
 
 
 def is_chosen(r: dict, best: dict) -> bool:
@@ -79,7 +84,7 @@ def leaderboard(rows: list[dict], best: dict, select: str, chosen_bytes) -> str:
     for i, r in enumerate(rows, 1):
         chosen = is_chosen(r, best)
         cells = [f"<td>{i}{' ★ chosen' if chosen else ''}</td>", f"<td class=t>{esc(r['head'])}</td>",
-                 f"<td class=t>{esc(r['features'])}</td>", f"<td class=t>{esc(params_text(r.get('params')))}</td>",
+                 f"<td class=v>{_view(r['features'])}</td>", f"<td class=p>{esc(_short_params(r))}</td>",
                  _td(_cv(r, select), r.get("cv_score") is not None and r.get("cv_score") == tops.get("cv_score"))]
         for col, _, _, fmt in COLUMNS:
             v = r.get(col)
@@ -87,6 +92,18 @@ def leaderboard(rows: list[dict], best: dict, select: str, chosen_bytes) -> str:
             cells.append(_td(shown, v is not None and v == tops.get(col)))
         out.append(f'<tr{" class=chosen" if chosen else ""}>' + "".join(cells) + "</tr>")
     return "\n".join(out) + "</table>"
+
+
+def _view(features: str) -> str:
+    """A view name that may wrap after each '+' (four-part views are 30 characters)."""
+    return "+<wbr>".join(esc(part) for part in str(features).split("+"))
+
+
+def _short_params(r: dict) -> str:
+    members = (r.get("params") or {}).get("members")
+    if isinstance(members, dict):  # the weights are in the chosen line above the table
+        return f"soft vote of {len(members)} members"
+    return params_text(r.get("params"))
 
 
 def _td(value: str, top: bool) -> str:
