@@ -206,6 +206,9 @@ def _duplicates(split: dict, train, test) -> dict:
         p["train_row"] = train_rows[p["train_row"]]
         p["other_row"] = (train_rows if p["kind"].startswith("train") else test_rows)[p["other_row"]]
     found["seconds"] = round(time.perf_counter() - t0, 3)
+    if not found["train_near_checked"]:
+        log.info("duplicates: near ones within the training set not counted (%d rows; the cost grows as rows "
+                 "squared); exact ones, and test rows near a training row, are", len(X_train))
     if found["train_exact"] + found["train_near"] + found["test_exact"] + found["test_near"]:
         log.warning("duplicates: %d test rows repeat a training row (%d exactly, %d at cosine >= %g): test scores "
                     "may be optimistic; %d training rows repeat an earlier one (%d exactly, %d near; %d and %d with "
