@@ -70,7 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="banking77,trec,sst2")
-    parser.add_argument("--cache-dir", default=None, help="vector cache (default: $BERTFEAT_CACHE or ~/.cache/bertfeat)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="vector cache (default: $BERTFEAT_CACHE or ~/.cache/bertfeat)")
     parser.add_argument("--baseline", default="cached", choices=["cached", "encode"],
                         help="plain baseline vectors: the cached mean view, or SentenceTransformer.encode")
     parser.add_argument("--json", action="store_true")
@@ -114,7 +115,8 @@ def main() -> None:
     for r in out:
         print(f"| {r['dataset']} | {r['n_train']} | {r['wall_seconds']} | {r['best_head']} on {r['best_features']} "
               f"| {r['cv_score']:.4f} | {r['accuracy']:.4f} | {r['ece_raw']:.4f} -> {r['ece']:.4f} "
-              f"| {r['baseline'][0]['accuracy']:.4f} | {r['baseline'][1]['accuracy']:.4f} | {r['accuracy_ratio']:.3f}x |")
+              f"| {r['baseline'][0]['accuracy']:.4f} | {r['baseline'][1]['accuracy']:.4f} "
+              f"| {r['accuracy_ratio']:.3f}x |")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ def report(args, runs: list[dict], sizes: list[int], checkouts: list[str]) -> No
         print(f"{r['checkout']:<9}{r['n']:>9}{r['precision'] or '-':>11}{r['peak_rss_mib']:>14.0f}"
               f"{r['wall_s']:>9.1f}{r['embed_s']:>9.1f}{r['texts_per_s']:>9.0f}")
     for name, ratio in result.get("peak_ratio", {}).items():
-        print(f"peak RSS {sizes[-1]:,} / {sizes[0]:,} texts, {name}: {ratio:.3f}" + (" (target <= 1.25)" if name == "this" else ""))
+        print(f"peak RSS {sizes[-1]:,} / {sizes[0]:,} texts, {name}: {ratio:.3f}"
+              + (" (target <= 1.25)" if name == "this" else ""))
     if "before" in checkouts:
         print(f"throughput this / before on {sizes[0]:,} texts (fastest of each): "
               f"{result['throughput_vs_before']:.3f} (target >= 0.95)")

@@ -130,7 +130,8 @@ def main() -> None:
         if rs:
             acc = np.array([r["accuracy"] for r in rs])
             print(f"{name:<16}{100 * acc.mean():>14.2f}{100 * acc.std():>8.2f}"
-                  f"{np.mean([r['train_seconds'] for r in rs]):>10.1f}{np.mean([r['wall_seconds'] for r in rs]):>10.1f}")
+                  f"{np.mean([r['train_seconds'] for r in rs]):>10.1f}"
+                  f"{np.mean([r['wall_seconds'] for r in rs]):>10.1f}")
     if results["setfit"]:
         ratio = np.mean([r["wall_seconds"] for r in results["setfit"]]) / \
             np.mean([r["wall_seconds"] for r in results["bertfeat"]])

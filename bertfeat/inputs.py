@@ -22,8 +22,8 @@ def table_of(data, config, role: str):
     from bertfeat.extract.data import frame_table, input_files
 
     if isinstance(data, (str, os.PathLike)):
-        return read_table(input_files(os.fspath(data)), config.text_col, config.label_col, config.pair_col, config.encoding,
-                          config.drop_empty)
+        return read_table(input_files(os.fspath(data)), config.text_col, config.label_col, config.pair_col,
+                          config.encoding, config.drop_empty)
     if isinstance(data, pd.DataFrame):
         source = f"the {role} DataFrame"
         table = frame_table(data.reset_index(drop=True), source, config.text_col, config.label_col,

@@ -2,7 +2,8 @@
 
 Members are chosen by greedy forward selection with replacement (Caruana et al., 2004) on the members'
 temperature-scaled *out-of-fold* probabilities of the training set: start empty, add the member that
-most raises the vote's CV score (the --select metric, ties broken by log loss), repeat 20 times. The vote's own cross-validation score is estimated *nested*: for each fold,
+most raises the vote's CV score (the --select metric, ties broken by log loss), repeat 20 times. The vote's
+own cross-validation score is estimated *nested*: for each fold,
 the weights are chosen on the other folds' rows and scored on this fold's, so the rows that score the
 weights never chose them.
 """

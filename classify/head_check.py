@@ -255,7 +255,8 @@ def _knn(obj, memo) -> Info:
     _need(((labels >= 0) & (labels < k)).all(), obj, f"label indexes outside 0..{k - 1}")
     _need(obj._fit_method == "brute" and obj._tree is None and not obj.outputs_2d_, obj, "not a brute-force search")
     _need({obj.metric, obj.effective_metric_} <= METRICS and obj.metric_params is None
-          and set(obj.effective_metric_params_) <= {"p"}, obj, f"metric {obj.effective_metric_!r} is not one a head uses")
+          and set(obj.effective_metric_params_) <= {"p"}, obj,
+          f"metric {obj.effective_metric_!r} is not one a head uses")
     few_rows = type(obj).__name__ == "FewRowsKNN" and obj.weights == "distance"  # it asks for at most m
     _need(obj.n_neighbors <= m or few_rows, obj, f"{obj.n_neighbors} neighbours of {m} rows")
     return Info(n, k, True)
@@ -269,7 +270,8 @@ def _mlp(obj, memo) -> Info:
     _need(len(coefs) >= 1 and len(intercepts) == len(coefs) and obj.n_layers_ == len(coefs) + 1, obj,
           "coefs_, intercepts_ and n_layers_ disagree")
     for i, (c, b) in enumerate(zip(coefs, intercepts)):
-        _need(c.shape == (widths[i], widths[i + 1]) and b.shape == (widths[i + 1],), obj, f"layer {i} has the wrong shape")
+        _need(c.shape == (widths[i], widths[i + 1]) and b.shape == (widths[i + 1],), obj,
+              f"layer {i} has the wrong shape")
     _need(widths[-1] == out == obj.n_outputs_ and obj.out_activation_ == ("logistic" if k == 2 else "softmax"),
           obj, f"its output layer does not fit {k} classes")
     _same_labels(obj, obj._label_binarizer)

@@ -81,7 +81,8 @@ class Forward:
             feed["token_type_ids"] = batching.pad(batch_types, 0)[0]
         if self.engine is not None:
             hidden = self.engine.run(feed)
-            return [pool_layers(hidden, mask, pooling, layers, normalize, np) for pooling, layers, normalize in self.views]
+            return [pool_layers(hidden, mask, pooling, layers, normalize, np)
+                    for pooling, layers, normalize in self.views]
         torch = self._torch
         with torch.inference_mode():
             hidden, mask_t = self._torch_forward(feed)
