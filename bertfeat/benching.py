@@ -48,6 +48,8 @@ class BenchResult:
     # and exact / near duplicates within train and between train and test (classify/duplicates.py)
     label_issues: object = None
     duplicates: dict = field(default_factory=dict)
+    # would fine-tuning the encoder gain over the frozen best (bertfeat/probe.py); None when not run
+    finetune_probe: dict | None = None
 
     def save(self, path: str) -> str:
         """Write ``path/best-model`` (a model folder) and the report (results.json, results.md, plots);
@@ -92,7 +94,8 @@ class BenchResult:
             return self.mteb
         return {"results": self.rows, "best": self.best_row, "selection": self.selection,
                 "seconds": round(self.seconds, 2), "embedding": self.embedding, "duplicates": self.duplicates,
-                "label_issues": 0 if self.label_issues is None else len(self.label_issues)}
+                "label_issues": 0 if self.label_issues is None else len(self.label_issues),
+                "finetune_probe": self.finetune_probe}
 
 
 def frame(rows: list[dict]):
@@ -125,7 +128,8 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     heads = list_option(config.heads, "heads") if config.heads else default_heads()
     for name in heads:
         head_info(name)
-    ft_methods = finetune_methods(config.finetune)
+    auto = config.finetune == "auto"  # the probe decides whether a full fine-tune runs
+    ft_methods = [] if auto else finetune_methods(config.finetune)
     if config.features:
         specs = list_option(config.features, "features")
     else:  # the candidate views, unless pooling/layers name another one
@@ -162,6 +166,14 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         ensemble=config.vote and halving, tune_threshold=config.tune_threshold)
     rows = [r.as_dict() for r in results]
     issues = _label_issues(selection.pop("oof"), train)
+    probe = None
+    if config.finetune_probe or auto:
+        from bertfeat.probe import auto_methods, run_probe
+
+        X_mean = split["mean"][0] if "mean" in split else min(split.values(), key=lambda a: a[0].shape[1])[0]
+        probe = run_probe(config, train, X_mean, best.cv_score, time.perf_counter() - t0)
+        if auto:
+            ft_methods, config = auto_methods(probe, config)
     if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV
         rows += finetune_rows(config, ft_methods, train, test)
         # a candidate dropped after round 1 has no test scores (None): it stays last, as in the frozen table
@@ -176,14 +188,14 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     context = {"train": train.source, "test": test.source, "model": config.model, "n_train": n,
                "n_test": len(test.texts), "cv": cv, "tune": config.tune, "select": config.select,
                "class_weight": config.class_weight, "selection": selection, "bench_seconds": seconds,
-               "embedding": emb.summary(), "duplicates": duplicates}
+               "embedding": emb.summary(), "duplicates": duplicates, "finetune_probe": probe}
     summary = {"metrics": {k: best_metrics[k] for k in ("accuracy", "macro_f1")}, "bench": rows,
                "n_train": n, "n_test": len(test.texts)}
     clf.run_ = run_record("bench", config, emb, summary)
     return BenchResult(frame(rows), clf, config, seconds, rows, best.as_dict(), selection, emb.summary(),
                        _report={"metrics": best_metrics, "context": context, "probas": best_probas,
                                 "y_test": test.labels, "texts": test.texts},
-                       label_issues=issues, duplicates=duplicates)
+                       label_issues=issues, duplicates=duplicates, finetune_probe=probe)
 
 
 def data_rows(table) -> list[int]:

@@ -222,7 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-experiments", type=int, default=10, help="MTEB protocol: repetitions (default: 10)")
     g.add_argument("--finetune", default=None, metavar="METHODS",
                    help="also fine-tune the encoder (full, setfit, or full,setfit) and add those rows, marked "
-                        "fine-tuned; with --samples-per-label, setfit on the same samples")
+                        "fine-tuned; with --samples-per-label, setfit on the same samples; auto: a full "
+                        "fine-tune only when the fine-tune probe recommends one and it fits --time-budget")
+    g.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="--finetune auto: most minutes the full fine-tune may take here, as the probe estimates "
+                        "them (fewer epochs when the default 5 would not fit; default: no limit)")
+    g.add_argument("--no-finetune-probe", dest="finetune_probe", action="store_false",
+                   help="skip the fine-tune probe (a short fine-tune on a training subsample, at most 30 s, that "
+                        "says whether fine-tuning the encoder would gain over the frozen best)")
+    g.add_argument("--probe-seconds", type=float, default=None, metavar="S",
+                   help="the fine-tune probe's time budget; it is skipped, with the reason, when it would take "
+                        "longer (default: a fifth of the frozen bench's wall time, 30 at most)")
     g.add_argument("--finetune-epochs", dest="epochs", type=int, default=None,
                    help="most epochs of each fine-tune (default: the method's, as in finetune --epochs)")
     _track_flag(p.add_argument_group("tracking"))

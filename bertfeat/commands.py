@@ -117,6 +117,9 @@ def cmd_bench(args):
               f"{best['features']} (cv {best['cv_score']:.4f}, test accuracy {best['accuracy']:.4f}, ECE "
               f"{best['ece_raw']:.4f} -> {best['ece']:.4f} calibrated); model saved to {model_dir}")
         print(f"report: {', '.join(os.path.join(out, n) for n in sorted(os.listdir(out)) if n != 'best-model')}")
+        if res.finetune_probe:  # the advice line last, where a reader finishes
+            auto = res.finetune_probe.get("auto")
+            print(res.finetune_probe["advice"] + (f"\n--finetune auto: {auto}" if auto else ""))
     return {**res.as_dict(), "model_dir": model_dir, "out": out, **tracked}, 0
 
 

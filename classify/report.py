@@ -101,6 +101,9 @@ def markdown(results: list[dict], best: dict, context: dict) -> str:
         out.append(f"- skipped {s['head']} on {s['features']}: {s['why']}")
     if "vote" in selection:
         out.append(f"- soft vote weights: {selection['vote']['weights']}")
+    probe = context.get("finetune_probe")  # bertfeat/probe.py: would fine-tuning the encoder gain?
+    if probe:
+        out.append(f"- {probe['advice']}" + (f"; --finetune auto: {probe['auto']}" if probe.get("auto") else ""))
     out.append("")
     return "\n".join(out)
 

@@ -168,6 +168,10 @@ def facts_table(context: dict, facts: dict) -> str:
              ("versions", "<code>" + esc(json.dumps(facts.get("versions") or {}))[:600] + "</code>")]
     for s in (context.get("selection") or {}).get("skipped", []):
         rows.append(("skipped", esc(f"{s['head']} on {s['features']}: {s['why']}")))
+    probe = context.get("finetune_probe")  # bertfeat/probe.py: would fine-tuning the encoder gain?
+    if probe:
+        rows.append(("fine-tune probe", esc(probe["advice"] + (f"; --finetune auto: {probe['auto']}"
+                                                                if probe.get("auto") else ""))))
     return '<table id="facts">' + "".join(f"<tr><th class=t>{k}</th><td class=t>{v}</td></tr>" for k, v in rows) + \
         "</table>"
 
