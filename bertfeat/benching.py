@@ -171,7 +171,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         from bertfeat.probe import auto_methods, run_probe
 
         X_mean = split["mean"][0] if "mean" in split else min(split.values(), key=lambda a: a[0].shape[1])[0]
-        probe = run_probe(config, train, X_mean, best.cv_score, time.perf_counter() - t0)
+        probe = run_probe(config, train, X_mean, best.cv_score, time.perf_counter() - t0, test.source)
         if auto:
             ft_methods, config = auto_methods(probe, config)
     if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV

@@ -34,7 +34,7 @@ def skipped(reason: str, **extra) -> dict:
     return {**out, "advice": advice(out, "")}
 
 
-def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float) -> dict:
+def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, test_source: str | None = None) -> dict:
     """The ``finetune_probe`` record of results.json.
 
     Parameters
@@ -49,6 +49,8 @@ def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float) 
     bench_seconds : float
         The frozen bench's wall time so far: the probe's budget is ``SHARE`` of it, ``MAX_SECONDS`` at most,
         unless ``config.probe_seconds`` sets it.
+    test_source : str, optional
+        The test file, named in the advised ``finetune`` command so that its score compares with bench's.
     """
     from bertfeat.extract.finetune import Settings
     from bertfeat.extract.trainer import Trainer
@@ -102,7 +104,7 @@ def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float) 
            "epochs": epochs, "n_probe_train": int(len(tr)), "n_probe_val": int(len(va)),
            "texts_per_s": round(texts_per_s, 1),
            "seconds": round(seconds, 2), "budget_seconds": round(budget, 1), "over_budget": seconds > budget}
-    out["advice"] = advice(out, train.source)
+    out["advice"] = advice(out, _command(config, train.source, test_source))
     log.info("fine-tune probe: frozen %.4f, fine-tuned %.4f on %d probe-val rows (gain %+.1f points, noise %.1f); "
              "a full fine-tune ~%.0f s here; %.1f s", out["probe_frozen"], out["probe_finetuned"], len(va),
              100 * gain, 100 * noise, est, seconds)
@@ -162,7 +164,21 @@ def _stratified(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(rows)
 
 
-def advice(probe: dict, train_source: str) -> str | None:
+def _command(config, train_source: str, test_source: str | None) -> str:
+    """The ``finetune`` command that runs the full fine-tune the probe estimated, on the bench's data."""
+    from shlex import quote
+
+    from bertfeat.options import DEFAULT_MODEL
+
+    parts = ["bertfeat finetune --train", quote(train_source)] + (["--test", quote(test_source)] if test_source else [])
+    if config.model != DEFAULT_MODEL:
+        parts += ["--model", quote(config.model)]
+    if config.epochs:
+        parts += ["--epochs", str(config.epochs)]
+    return " ".join(parts + ["--method full"])
+
+
+def advice(probe: dict, command: str) -> str | None:
     """The line under the table: what fine-tuning would gain and the command, or why there is no advice."""
     if probe.get("skipped"):
         return f"fine-tune probe: skipped ({probe['skipped']})"
@@ -172,7 +188,7 @@ def advice(probe: dict, train_source: str) -> str | None:
                 f"({100 * probe['gain']:+.1f} points, noise ±{100 * probe['noise']:.1f}); {probe['seconds']:.1f} s")
     minutes = probe["estimated_full_seconds"] / 60
     return (f"fine-tuning is likely {100 * probe['gain']:+.1f} points on this data (≈ {minutes:.0f} min here): "
-            f"`bertfeat finetune --train {train_source} --method full`")
+            f"`{command}`")
 
 
 __all__ = ["advice", "auto_methods", "run_probe"]

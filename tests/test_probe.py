@@ -84,3 +84,20 @@ def test_probe_skipped_when_its_budget_cannot_hold_it(capsys, tmp_path, tiny_ber
     probe = res["finetune_probe"]
     assert "over its budget of 0 s (probe_seconds)" in probe["skipped"] and probe["recommend"] is False
     assert probe["seconds"] < 30  # stopped before its fine-tune
+
+
+def test_the_advised_command_is_one_finetune_accepts(tmp_path):
+    import shlex
+
+    from bertfeat import options
+    from bertfeat.cli import build_parser
+    from bertfeat.probe import _command, advice
+
+    train = str(tmp_path / "my data" / "train.csv")
+    config = options.BenchConfig(model="/models/tiny bert", epochs=2)
+    probe = {"recommend": True, "gain": 0.052, "estimated_full_seconds": 600.0}
+    line = advice(probe, _command(config, train, "test.csv"))
+    assert line.startswith("fine-tuning is likely +5.2 points on this data (≈ 10 min here): `")
+    args = build_parser().parse_args(shlex.split(line.split("`")[1])[1:])
+    assert (args.command, args.train, args.test, args.model, args.epochs, args.method) == \
+        ("finetune", train, "test.csv", "/models/tiny bert", 2, "full")
