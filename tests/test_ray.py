@@ -14,7 +14,7 @@ import pytest
 # `make test` runs the suite on two workers (pytest-xdist): local Ray clusters run one at a time, on one worker.
 pytestmark = pytest.mark.xdist_group("ray")
 
-from conftest import ROOT, cached_vectors, generated_rows, run_json
+from conftest import ROOT, cached_vectors, generated_rows, main_json, run_json
 
 
 def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path):
@@ -176,4 +176,4 @@ def test_the_driver_verifies_the_cache_before_a_ray_run(tmp_path, tiny_bert):
     again = run_json(*args)
     assert (again["n_embedded"], again["n_cached"]) == (rows, 200 - rows)
     assert glob.glob(str(cache / "quarantine" / "*" / "*" / os.path.basename(shards[0])))
-    assert run_json("cache", "verify", "--cache-dir", cache)["damaged"] == []
+    assert main_json("cache", "verify", "--cache-dir", cache)["damaged"] == []
