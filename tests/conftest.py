@@ -93,7 +93,7 @@ def run_main(*args, cache=None, check=None, env=None):
     changes = {**(env or {}), **({"BERTFEAT_CACHE": str(cache)} if cache is not None else {})}
     saved_env = {name: os.environ.get(name) for name in changes}
     log = logging.getLogger("bertfeat")
-    saved_log = log.handlers[:], log.level, log.propagate  # main() sets its own handler; pytest's caplog needs these back
+    saved_log = log.handlers[:], log.level, log.propagate  # main() sets its own; caplog needs these back
     out, err = io.StringIO(), io.StringIO()
     try:
         os.environ.update(changes)
