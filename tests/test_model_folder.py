@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, main_json, run_cli, run_main
+from conftest import DEMO_TEST, DEMO_TRAIN, main_json, run_cli, run_main
 
 N_TRAIN, N_TEST = 120, 40
 
@@ -251,36 +251,6 @@ def test_load_predicts_like_the_cli_is_thread_safe_and_saves(bf16_model, data, t
     assert list(bertfeat.load(saved).predict(texts)) == list(labels)
 
 
-def test_readme_wsgi_snippet_serves_predictions(bf16_model, monkeypatch):
-    import re
-    import urllib.request
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-    monkeypatch.setenv("BERTFEAT_CPU_BF16", "1")
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "def app(" in b]
-    namespace = {"__name__": "readme"}
-    exec(compile(block.replace("runs/demo-logreg", str(bf16_model[0])), "README.md", "exec"), namespace)
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = make_server("127.0.0.1", 0, namespace["app"], handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        texts = ["my parcel is two weeks late", "I forgot my password"]
-        request = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/",
-                                         data=json.dumps({"texts": texts}).encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.loads(response.read())
-    finally:
-        server.shutdown()
-    assert answer["labels"] == ["delivery", "account"]
-
-
-# -- pairs -----------------------------------------------------------------------------------------
 def _pair_frame(frame):
     """The label lives in the pair column; the text column is a channel name that says nothing."""
     return frame.assign(channel=["email", "chat"] * (len(frame) // 2) + ["email"] * (len(frame) % 2),
