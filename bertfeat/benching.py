@@ -168,7 +168,11 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     issues = _label_issues(selection.pop("oof"), train)
     probe = None
     if config.finetune_probe or auto:
+        from bertfeat.extract.model import resolve_device
         from bertfeat.probe import auto_methods, run_probe
+
+        # on a GPU a full fine-tune takes minutes, not an hour: there `auto` is the default
+        auto = auto or (config.finetune is None and resolve_device(config.device).startswith("cuda"))
 
         X_mean = split["mean"][0] if "mean" in split else min(split.values(), key=lambda a: a[0].shape[1])[0]
         probe = run_probe(config, train, X_mean, best.cv_score, time.perf_counter() - t0, test.source)
