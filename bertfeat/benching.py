@@ -165,7 +165,8 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         select=config.select, class_weight=config.class_weight, halving=halving, budget=config.budget,
         ensemble=config.vote and halving, tune_threshold=config.tune_threshold)
     rows = [r.as_dict() for r in results]
-    issues = _label_issues(selection.pop("oof"), train)
+    oof = selection.pop("oof")  # the chosen candidate's out-of-fold probabilities: label issues, the probe
+    issues = _label_issues(oof, train)
     probe = None
     if config.finetune_probe or auto:
         from bertfeat.extract.model import resolve_device
@@ -175,7 +176,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         auto = auto or (config.finetune is None and resolve_device(config.device).startswith("cuda"))
 
         X_mean = split["mean"][0] if "mean" in split else min(split.values(), key=lambda a: a[0].shape[1])[0]
-        probe = run_probe(config, train, X_mean, best.cv_score, time.perf_counter() - t0, test.source)
+        probe = run_probe(config, train, X_mean, best.cv_score, time.perf_counter() - t0, test.source, oof)
         if auto:
             ft_methods, config = auto_methods(probe, config)
     if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV

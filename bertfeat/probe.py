@@ -1,11 +1,13 @@
 """The fine-tune probe: would fine-tuning the encoder beat the frozen features on this data, and how long would it take?
 
 A bounded experiment on the *training* data only (the test set stays unseen): a stratified subsample is
-split into probe-train and probe-val; on the same split, (a) the cheap frozen head (a logistic regression on
-the mean vectors bench already has) and (b) one epoch of the full fine-tune (``extract/trainer.py``: encoder +
-mean pooling + linear layer) are scored on probe-val. Their paired difference is the estimated gain; it is
-advice only when it is larger than its noise (twice the paired standard error of the accuracy difference)
-and than ``MIN_GAIN``. The fine-tune's measured texts per second give the full fine-tune's duration here.
+split into probe-train and probe-val; one epoch of the full fine-tune (``extract/trainer.py``: encoder + mean
+pooling + linear layer, the layer started at a logistic regression: LP-FT) on probe-train is scored on
+probe-val against the frozen best's out-of-fold predictions for the same rows (bench has them), and against a
+logistic regression on the frozen mean vectors of probe-train (reported as ``probe_frozen``). The paired
+difference with the frozen best is the estimated gain; it is advice only when it is larger than its noise
+(twice the paired standard error) and than ``MIN_GAIN``. The fine-tune's measured texts per second give the
+full fine-tune's duration here.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ def skipped(reason: str, **extra) -> dict:
     return {**out, "advice": advice(out, "")}
 
 
-def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, test_source: str | None = None) -> dict:
+def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, test_source: str | None = None,
+              oof=None) -> dict:
     """The ``finetune_probe`` record of results.json.
 
     Parameters
@@ -51,6 +54,9 @@ def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, 
         unless ``config.probe_seconds`` sets it.
     test_source : str, optional
         The test file, named in the advised ``finetune`` command so that its score compares with bench's.
+    oof : ndarray of shape (n_train, n_classes), optional
+        The frozen best's out-of-fold probabilities (columns: the sorted labels). Given, the fine-tune is
+        measured against *them* on probe-val: the frozen best trained on most of the data, not on 512 rows.
     """
     from bertfeat.extract.finetune import Settings
     from bertfeat.extract.trainer import Trainer
@@ -89,9 +95,13 @@ def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, 
     train_seconds = time.perf_counter() - t1
     tuned = trainer._pooled(va, head=True).argmax(1)
     hit_frozen, hit_tuned = frozen == y[va], tuned == y[va]
-    gain = float(hit_tuned.mean() - hit_frozen.mean())
+    # A fine-tune on 512 rows that beats the frozen best fit on (cv-1)/cv of *all* rows will, with more rows,
+    # beat it by more: measured against the best's out-of-fold predictions, the gain is a lower bound. Against a
+    # frozen head on the same 512 rows it is not (TREC: +5.5 at 512 rows, +0.2 at all; BENCHMARKS.md).
+    hit_best = oof[rows[va]].argmax(1) == y[va] if oof is not None else hit_frozen
+    gain = float(hit_tuned.mean() - hit_best.mean())
     # paired: only the rows where exactly one side is right move the difference
-    d = hit_tuned.astype(float) - hit_frozen
+    d = hit_tuned.astype(float) - hit_best
     noise = 2 * float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 1.0
     texts_per_s = len(tr) / max(train_seconds, 1e-9)
     epochs = config.epochs or FULL_EPOCHS
@@ -99,14 +109,16 @@ def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, 
     seconds = time.perf_counter() - t0
     recommend = bool(gain > max(noise, MIN_GAIN))
     out = {"frozen_score": round(frozen_score, 4), "probe_frozen": round(float(hit_frozen.mean()), 4),
+           "frozen_best_val": round(float(hit_best.mean()), 4),
            "probe_finetuned": round(float(hit_tuned.mean()), 4), "gain": round(gain, 4), "noise": round(noise, 4),
            "recommend": recommend, "estimated_full_seconds": round(est, 1), "epoch_seconds": round(est / epochs, 1),
            "epochs": epochs, "n_probe_train": int(len(tr)), "n_probe_val": int(len(va)),
            "texts_per_s": round(texts_per_s, 1),
            "seconds": round(seconds, 2), "budget_seconds": round(budget, 1), "over_budget": seconds > budget}
     out["advice"] = advice(out, _command(config, train.source, test_source))
-    log.info("fine-tune probe: frozen %.4f, fine-tuned %.4f on %d probe-val rows (gain %+.1f points, noise %.1f); "
-             "a full fine-tune ~%.0f s here; %.1f s", out["probe_frozen"], out["probe_finetuned"], len(va),
+    log.info("fine-tune probe: frozen best %.4f (logreg on %d rows: %.4f), fine-tuned %.4f on %d probe-val rows "
+             "(gain %+.1f points, noise %.1f); a full fine-tune ~%.0f s here; %.1f s", out["frozen_best_val"], len(tr),
+             out["probe_frozen"], out["probe_finetuned"], len(va),
              100 * gain, 100 * noise, est, seconds)
     return out
 
@@ -183,8 +195,8 @@ def advice(probe: dict, command: str) -> str | None:
     if probe.get("skipped"):
         return f"fine-tune probe: skipped ({probe['skipped']})"
     if not probe["recommend"]:
-        return (f"fine-tune probe: no advice: fine-tuned {probe['probe_finetuned']:.4f} vs frozen "
-                f"{probe['probe_frozen']:.4f} on {probe['n_probe_val']} held-out training rows "
+        return (f"fine-tune probe: no advice: fine-tuned {probe['probe_finetuned']:.4f} vs the frozen best "
+                f"{probe['frozen_best_val']:.4f} on {probe['n_probe_val']} held-out training rows "
                 f"({100 * probe['gain']:+.1f} points, noise ±{100 * probe['noise']:.1f}); {probe['seconds']:.1f} s")
     minutes = probe["estimated_full_seconds"] / 60
     return (f"fine-tuning is likely {100 * probe['gain']:+.1f} points on this data (≈ {minutes:.0f} min here): "
