@@ -228,9 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="--finetune auto: most minutes the full fine-tune may take here, as the probe estimates "
                         "them (fewer epochs when the default 5 would not fit; default: no limit)")
-    g.add_argument("--no-finetune-probe", dest="finetune_probe", action="store_false",
-                   help="skip the fine-tune probe (a short fine-tune on a training subsample, at most 30 s, that "
-                        "says whether fine-tuning the encoder would gain over the frozen best)")
+    g.add_argument("--finetune-probe", action="store_true",
+                   help="run the fine-tune probe (a short fine-tune on a training subsample, at most 30 s, that "
+                        "estimates whether fine-tuning the encoder would gain over the frozen best; experimental: "
+                        "it misses SST-2's gain, BENCHMARKS.md); --finetune auto runs it anyway")
     g.add_argument("--probe-seconds", type=float, default=None, metavar="S",
                    help="the fine-tune probe's time budget; it is skipped, with the reason, when it would take "
                         "longer (default: a fifth of the frozen bench's wall time, 30 at most)")

@@ -7,7 +7,7 @@ from conftest import DEMO_TEST, DEMO_TRAIN, data_rows
 
 from bertfeat.cli import main
 
-FAST = ["--no-tune", "--cv", "2", "--heads", "logreg", "--quiet", "--probe-seconds", "60"]
+FAST = ["--no-tune", "--cv", "2", "--heads", "logreg", "--quiet", "--probe-seconds", "60", "--finetune-probe"]
 
 
 def _bench(capsys, tmp_path, tiny_bert, *extra, train=DEMO_TRAIN):
@@ -18,7 +18,7 @@ def _bench(capsys, tmp_path, tiny_bert, *extra, train=DEMO_TRAIN):
     return json.loads(capsys.readouterr().out), out
 
 
-def test_default_bench_reports_the_probe_in_json_md_and_html(capsys, tmp_path, tiny_bert):
+def test_bench_reports_the_probe_in_json_md_and_html(capsys, tmp_path, tiny_bert):
     res, out = _bench(capsys, tmp_path, tiny_bert)
     probe = res["finetune_probe"]
     assert not probe.get("skipped"), probe
@@ -58,8 +58,11 @@ def test_probe_skipped_with_its_reason_on_tiny_data(capsys, tmp_path, tiny_bert)
     assert "fine-tune probe: skipped (80 training rows" in (out / "results.md").read_text()
 
 
-def test_no_finetune_probe_turns_it_off(capsys, tmp_path, tiny_bert):
-    res, out = _bench(capsys, tmp_path, tiny_bert, "--no-finetune-probe")
+def test_without_finetune_probe_there_is_none(capsys, tmp_path, tiny_bert):
+    out = tmp_path / "out"
+    assert main(["bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--model", tiny_bert, "--cache-dir",
+                 str(tmp_path / "cache"), "--out", str(out), "--json", *FAST[:-1]]) == 0
+    res = json.loads(capsys.readouterr().out)
     assert res["finetune_probe"] is None
     assert "fine-tune probe" not in (out / "results.md").read_text()
 
