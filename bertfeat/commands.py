@@ -197,7 +197,8 @@ def cmd_predict(args):
         return rows, 0
     width = max(len(str(c)) for c in classes) + 2
     for r in rows:
-        print(f"{str(r['label']):<{width}}{r['proba']:.3f}    {r['text']}" + (f"  |  {r['pair']}" if "pair" in r else ""))
+        pair = f"  |  {r['pair']}" if "pair" in r else ""
+        print(f"{str(r['label']):<{width}}{r['proba']:.3f}    {r['text']}{pair}")
     if accuracy is not None:
         print(f"\naccuracy {accuracy:.4f} on {len(rows)} labelled texts")
     return rows, 0

@@ -223,7 +223,8 @@ def finetune_rows(config, methods: list[str], train, test) -> list[dict]:
         log.info("fine-tuning (%s) for bench", method)
         r = train_and_save(config, method, train, test, None, config.progress, val_size=0.1)
         n_test = max(r["n_test"], 1)
-        rows.append({"head": f"{method}-ft" if method == "full" else method, "features": "tuned mean", "cv_score": r["val_accuracy"] or 0.0,
+        rows.append({"head": f"{method}-ft" if method == "full" else method, "features": "tuned mean",
+                     "cv_score": r["val_accuracy"] or 0.0,
                      "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "macro_precision": r["macro_precision"],
                      "macro_recall": r["macro_recall"], "log_loss": r["log_loss"], "fit_seconds": r["fit_seconds"],
                      "predict_seconds": r["predict_seconds"],

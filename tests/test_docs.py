@@ -84,7 +84,9 @@ def _run_page(path, folder, capsys, python=True):
         if i + 1 < len(blocks) and blocks[i + 1][0] == "text":
             shown = [c for c in map(_comparable, blocks[i + 1][1].split("\n")) if c]
             missing = [c for c in shown if c not in real]
-            assert not missing, f"{path}: shown after {body.strip()!r} but not printed by it: {missing}; printed: {sorted(r for r in real if r)}"
+            printed = sorted(r for r in real if r)
+            assert not missing, (f"{path}: shown after {body.strip()!r} but not printed by it: {missing}; "
+                                 f"printed: {printed}")
     return ran
 
 

@@ -87,7 +87,8 @@ def test_kill_during_finetune_then_the_same_command_resumes(tmp_path, tiny_bert)
     clean = json.loads(_cli(*args, "--out", tmp_path / "clean", "--json").stdout)
     assert clean["resumed_from"] == 0
     # Same data order, same random state restored: the resumed run is the uninterrupted one.
-    assert [h.get("val_loss") for h in resumed["history"]] == pytest.approx([h.get("val_loss") for h in clean["history"]])
+    want = [h.get("val_loss") for h in clean["history"]]
+    assert [h.get("val_loss") for h in resumed["history"]] == pytest.approx(want)
     assert resumed["accuracy"] == clean["accuracy"]
     assert not (killed / "temp").exists()
 
@@ -116,7 +117,8 @@ def test_bench_finetune_adds_a_marked_row_beside_the_frozen_heads(tmp_path, tiny
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
-    for flags, words in ((["--epochs", "0"], "--epochs"), (["--lr", "-1"], "--lr"), (["--val-size", "1.5"], "--val-size")):
+    for flags, words in ((["--epochs", "0"], "--epochs"), (["--lr", "-1"], "--lr"),
+                         (["--val-size", "1.5"], "--val-size")):
         proc = run_main("finetune", "--train", DEMO_TRAIN, "--out", out, *flags, check=2)
         assert proc.stderr.startswith("error:") and words in proc.stderr and "Traceback" not in proc.stderr
         assert not out.exists()

@@ -10,11 +10,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import ROOT, cached_vectors, generated_rows, main_json, run_json
 
 # `make test` runs the suite on two workers (pytest-xdist): local Ray clusters run one at a time, on one worker.
 pytestmark = pytest.mark.xdist_group("ray")
-
-from conftest import ROOT, cached_vectors, generated_rows, main_json, run_json
 
 
 def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path):

@@ -28,7 +28,8 @@ def _slice(tmp_path, name, start, stop, source=None):
 def _committed(cache):
     """Commit records of vector shards (model exports under models/ are not shards)."""
     return [os.path.join(root, n) for root, _, files in os.walk(cache) for n in files
-            if n.endswith(".json") and n != "encoder.json" and not n.startswith(".tmp-") and "models" not in os.path.relpath(root, cache).split(os.sep)]
+            if n.endswith(".json") and n != "encoder.json" and not n.startswith(".tmp-")
+            and "models" not in os.path.relpath(root, cache).split(os.sep)]
 
 
 def _stored_vectors(data, cache):
