@@ -105,12 +105,8 @@ class BertEncoder(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """``mean_0`` ... (``mean@-4:_0`` ...): one name per output column, read from the model's config,
         no model load, so ``set_output(transform="pandas")`` and ColumnTransformer can name columns."""
-        import json
-        import os
-
-        layers = parse_layers(self.layers)
-        with open(os.path.join(model_io.resolve_model_dir(self.model), "config.json")) as fh:
-            width = json.load(fh)["hidden_size"] * len(layers)
+        config = model_io.read_json(model_io.resolve_model_dir(self.model), "config.json")
+        width = config["hidden_size"] * len(parse_layers(self.layers))
         prefix = self.pooling if self.layers == "-1" else f"{self.pooling}@{self.layers}"
         return np.asarray([f"{prefix}_{i}" for i in range(width)], dtype=object)
 
