@@ -1,19 +1,7 @@
 """Read labelled text tables (CSV, TSV, JSON Lines, Parquet) into plain lists, with errors a user can act on.
 
-Labels follow one rule in every format (``label_text``), so a CSV and a Parquet copy of it give the same
-classes. A label is compared as its canonical text:
-
-- a number canonicalizes the same way whether the file typed it (JSONL, Parquet) or wrote it as text
-  (CSV, TSV, a string column): integral values as integers (``1``, ``1.0``, ``1.00``, ``1e0`` -> ``1``,
-  ``-0`` -> ``0``), others by the shortest text that reads back as the same float (``0.50`` -> ``0.5``,
-  ``1E-7`` -> ``1e-07``). Text counts as a number only when it is spelled as JSON spells one: ``007``
-  (leading zeros: an ID), ``+1``, ``.5``, ``1.``, ``1_000``, ``0x10``, ``nan``, ``inf`` and numbers too large
-  for a float stay exactly as written, so distinct IDs are never merged;
-- a boolean reads ``True`` / ``False``, typed or as text in any case (JSON writes ``true``, Python ``True``,
-  R and Excel ``TRUE``); ``yes``, ``1`` and ``0`` are not booleans;
-- any other text stays as written, less surrounding whitespace.
-
-Texts are never canonicalized: only labels are compared as classes.
+What one cell may hold, when a text is empty and how labels compare (one rule in every format, so a CSV and
+a Parquet copy of it give the same classes): ``extract/cells.py``.
 """
 from __future__ import annotations
 
@@ -21,17 +9,13 @@ import codecs
 import contextlib
 import csv
 import logging
-import math
-import numbers
 import os
-import unicodedata
-import re
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from bertfeat.errors import BertfeatError, DataError
+from bertfeat.extract.cells import cell_text, is_blank, label_text
 
 log = logging.getLogger("bertfeat")
 
@@ -170,35 +154,6 @@ def _bad_utf8_row(path: str, encoding: str) -> int | str:
     return "?"
 
 
-# Cells that are not one scalar, by the name a user knows them from (Parquet / JSON / pandas).
-NESTED = ((bytes, "binary"), (bytearray, "binary"), (memoryview, "binary"), (dict, "struct"),
-          (list, "list"), (tuple, "list"), (np.ndarray, "list"))
-
-
-def _cell(value) -> str | None:
-    """One table cell as text, None for every kind of missing value (None, NaN, pd.NA, NaT).
-
-    Raises TypeError(kind) for a cell that is not text, a number or a boolean.
-    """
-    if isinstance(value, str):
-        return value
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, numbers.Number):
-        if value != value:  # NaN (float, numpy or Decimal)
-            return None
-        # 1.0 from a numeric column with gaps (Parquet, JSONL) reads as "1", the integer it holds.
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            return str(int(value))
-        return str(value)  # numpy's str is the shortest text at the value's own precision (float32 0.1: "0.1")
-    for kind, name in NESTED:
-        if isinstance(value, kind):
-            raise TypeError(name)
-    raise TypeError(type(value).__name__)
-
-
 def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int,
             columns_from: str | None = None) -> list[str | None]:
     if name not in frame.columns:
@@ -214,7 +169,7 @@ def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int
     if kind is None:
         for i, value in enumerate(column.tolist()):
             try:
-                cells.append(_cell(value))
+                cells.append(cell_text(value))
             except TypeError as exc:
                 kind, where = str(exc), f" (row {first_row + i})"
                 break
@@ -224,42 +179,6 @@ def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int
             "labels): convert the column to strings or pick another column"
         )
     return cells
-
-
-def is_blank(text: str | None) -> bool:
-    """The one rule for an empty text, in files and ``predict --text`` alike: None, or nothing but
-    whitespace and characters a tokenizer drops (zero-width spaces, BOMs, control characters)."""
-    if text is None:
-        return True
-    text = text.strip()
-    # Invisible: control (Cc) and format (Cf: zero-width space, BOM) characters. An unassigned or private
-    # character is not: the tokenizer maps it to [UNK], a token like any other.
-    return not text or all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
-
-
-# A number as JSON spells it (see the module docstring): groups 2 and 3 are the fraction and the exponent.
-_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
-
-
-def label_text(cell: str) -> str:
-    """A label's canonical text, the same in every format: ``"1.0"`` and the float 1.0 (as ``_cell`` reads it)
-    both give ``"1"``, ``"TRUE"`` gives ``"True"``, ``"007"`` stays ``"007"`` (the rule: module docstring)."""
-    cell = cell.strip()
-    if cell.lower() in ("true", "false"):
-        return cell.capitalize()
-    number = _NUMBER.fullmatch(cell)
-    if number is None:
-        return cell
-    if not (number.group(2) or number.group(3)):
-        return "0" if cell == "-0" else cell  # an integer is already canonical; int() of a huge one may raise
-    value = float(cell)
-    if not math.isfinite(value):
-        return cell
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def _is_blank(cell: str | None) -> bool:
-    return is_blank(cell)
 
 
 def _listed(items: list, limit: int = 5) -> str:
@@ -282,7 +201,7 @@ def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_co
     p = _column(frame, pair_col, path, "pair_col", first_row, columns_from) if pair_col else None
     use_labels = bool(label_col) and not (label_optional and label_col not in frame.columns)
     y = _column(frame, label_col, path, "label_col", first_row, columns_from) if use_labels else None
-    empty = [first_row + i for i, v in enumerate(t) if _is_blank(v)]
+    empty = [first_row + i for i, v in enumerate(t) if is_blank(v)]
     if empty and not drop_empty:
         raise BertfeatError(
             f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {_listed(empty)}; "
@@ -290,9 +209,9 @@ def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_co
         )
     if empty:
         log.warning("%s: skipping %d empty text(s) (--drop-empty)", path, len(empty))
-    keep = [i for i, v in enumerate(t) if not _is_blank(v)]
+    keep = [i for i, v in enumerate(t) if not is_blank(v)]
     if y is not None:
-        blank = [first_row + i for i in keep if _is_blank(y[i])]
+        blank = [first_row + i for i in keep if is_blank(y[i])]
         if blank:
             raise BertfeatError(
                 f"{path}: {len(blank)} blank label(s) in column '{label_col}' at row(s) {_listed(blank)}; "
