@@ -345,14 +345,6 @@ def load_encoder(model_dir: str, **kwargs):
                                f"to unpickle it; {do}") from None
 
 
-def load_config(model_dir: str):
-    """The folder's transformers config, never running code from the folder."""
-    from transformers import AutoConfig
-
-    _check_model_type(model_dir)
-    return AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
-
-
 def _check_model_type(model_dir: str) -> None:
     # A type transformers does not ship would need the folder's own code (or a newer transformers).
     import transformers

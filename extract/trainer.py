@@ -44,13 +44,13 @@ class Trainer:
         self.autocast = autocast_dtype(self.device)
         self.max_tokens = MAX_TOKENS.get(self.device.split(":")[0], 8192)
         self.tokenizer = model_io.load_tokenizer(base_dir)
-        limit = model_io.position_limit(self.tokenizer, model_io.load_config(base_dir))
+        torch.manual_seed(s.seed)
+        body = model_io.load_encoder(base_dir)
+        limit = model_io.position_limit(self.tokenizer, body.config)
         self.ids = self.tokenizer(list(texts), truncation=True, max_length=min(s.max_length, limit))["input_ids"]
         self.lengths = np.asarray([len(x) for x in self.ids])
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.train_rows, self.val_rows = split_validation(y, s.val_size, s.seed)
-        torch.manual_seed(s.seed)
-        body = model_io.load_encoder(base_dir)
         self.net = _net_class()(body, n_classes if s.method == "full" else 0).to(self.device)
         self.n_pairs = len(self._pairs(0)) if s.method == "setfit" else 0
         items = self.n_pairs if s.method == "setfit" else len(self.train_rows)
