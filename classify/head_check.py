@@ -356,13 +356,17 @@ def _members(obj, members, memo, k: int) -> int:
     return widths.pop()
 
 
+def _weights(obj, weights, n: int, per: str) -> None:
+    _need(isinstance(weights, list) and len(weights) == n and all(_is(w, float) for w in weights)
+          and min(weights) >= 0 < sum(weights), obj, f"weights are not one non-negative number per {per}")
+
+
 def _softvote(obj, memo) -> Info:
     k, members, weights = _classes(obj), obj.estimators_, obj.weights
     n = _members(obj, members, memo, k)
     for m in members:
         _same_labels(obj, m)
-    _need(isinstance(weights, list) and len(weights) == len(members) and all(_is(w, float) for w in weights)
-          and min(weights) >= 0 < sum(weights), obj, "weights are not one non-negative number per member")
+    _weights(obj, weights, len(members), "member")
     return Info(n, k, True)
 
 
@@ -372,10 +376,8 @@ def _voting(obj, memo) -> Info:
           obj, "estimators are not (name, estimator) pairs")
     kept = [e for _, e in obj.estimators if not (isinstance(e, str) and e == "drop")]
     _need(len(kept) == len(members) >= 1, obj, f"{len(members)} fitted members for {len(kept)} estimators")
-    weights = obj.weights
-    _need(weights is None or (isinstance(weights, list) and len(weights) == len(obj.estimators)
-                              and all(_is(w, float) for w in weights) and min(weights) >= 0 < sum(weights)),
-          obj, "weights are not one non-negative number per estimator")
+    if obj.weights is not None:
+        _weights(obj, obj.weights, len(obj.estimators), "estimator")
     _need(memo.get(id(obj.le_)) is not None, obj, "le_ is not fitted")
     _same_labels(obj, obj.le_)
     return Info(_members(obj, members, memo, k), k, True)
