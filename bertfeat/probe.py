@@ -128,21 +128,19 @@ def auto_methods(probe: dict, config):
     recommends fine-tuning and one epoch fits; else ([], config). The decision is logged and kept in ``probe``."""
     from bertfeat.options import replace
 
+    epochs = 0
     if not probe["recommend"]:
         probe["auto"] = "no full fine-tune: the probe does not recommend one"
     else:
         epochs = probe["epochs"]
         if config.time_budget is not None:  # as many epochs as the budget holds, the default's at most
             epochs = min(epochs, int(60 * config.time_budget // probe["epoch_seconds"]))
-        if epochs < 1:
-            probe["auto"] = (f"no full fine-tune: one epoch takes ~{probe['epoch_seconds'] / 60:.0f} min here, over "
-                             f"the time budget of {config.time_budget:g} min")
-        else:
-            probe["auto"] = f"full fine-tune, {epochs} epochs at most (~{epochs * probe['epoch_seconds'] / 60:.0f} min)"
-            log.info("finetune auto: %s", probe["auto"])
-            return ["full"], replace(config, epochs=epochs)
+        probe["auto"] = (
+            f"full fine-tune, {epochs} epochs at most (~{epochs * probe['epoch_seconds'] / 60:.0f} min)" if epochs >= 1
+            else f"no full fine-tune: one epoch takes ~{probe['epoch_seconds'] / 60:.0f} min here, over the time "
+                 f"budget of {config.time_budget:g} min")
     log.info("finetune auto: %s", probe["auto"])
-    return [], config
+    return (["full"], replace(config, epochs=epochs)) if epochs >= 1 else ([], config)
 
 
 def _warm_start(trainer, rows, seed: int) -> None:
