@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -25,11 +24,11 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.exceptions import HTTPException
 
 from bertfeat.batcher import Batcher, QueueFull, Served
 from bertfeat.errors import BertfeatError, ConfigError
+from bertfeat.serve_request import BODY, parse_body, request_problem
 
 log = logging.getLogger("bertfeat")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -91,36 +90,6 @@ def load_models(dirs: dict[str, str], options: ServeOptions) -> dict[str, Served
     return served
 
 
-class PredictRequest(BaseModel):
-    """Texts to label, in order; ``pairs``: the second text of each, for a model fit with ``--pair-col``."""
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["my parcel is late"]}]})
-    texts: list[StrictStr] = Field(description="texts to label (at most --max-texts)")
-    pairs: list[StrictStr] | None = Field(None, description="one second text per text, for a pair model")
-
-
-# The body is parsed by hand (any content type, our own error messages); the docs still show its schema.
-_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": PredictRequest.model_json_schema()}}}}
-
-
-def parse_body(raw: bytes) -> PredictRequest | tuple[int, str]:
-    """The request, or (status, message) naming what is wrong with the body."""
-    if not raw.strip():
-        return 400, "the body is empty; send {\"texts\": [\"...\"]} as JSON"
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:  # UnicodeDecodeError included
-        return 400, f"the body is not valid JSON ({exc}); send {{\"texts\": [\"...\"]}}"
-    try:
-        return PredictRequest.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        parts = [f"{''.join(f'[{x}]' if isinstance(x, int) else f'.{x}' for x in e['loc']).lstrip('.') or 'body'}: "
-                 f"{e['msg']}" for e in errors[:3]]
-        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-        return 422, "; ".join(parts) + more + "; send {\"texts\": [\"...\"]}, a list of strings"
-
-
 class Metrics:
     """The server's Prometheus metrics, in a registry of its own."""
 
@@ -168,32 +137,6 @@ def _classes(model: Served) -> list:
     return [c.item() if hasattr(c, "item") else c for c in model.clf.classes_]
 
 
-def request_problem(body: PredictRequest, model: Served, options: ServeOptions) -> str | None:
-    """What makes ``body`` unfit for ``model``, in one sentence; None when it is fine."""
-    from bertfeat.extract.data import is_blank
-
-    texts, pairs, pair_col = body.texts, body.pairs, model.clf.pair_col
-    if not texts:
-        return "texts is an empty list; give at least one text"
-    if len(texts) > options.max_texts:
-        return f"{len(texts)} texts, more than --max-texts {options.max_texts}; send them in several requests"
-    if pair_col and pairs is None:
-        return (f"model '{model.name}' was trained on text pairs (pair column '{pair_col}'): give \"pairs\", "
-                "one per text")
-    if not pair_col and pairs is not None:
-        return f"model '{model.name}' was trained on single texts, not pairs: leave out \"pairs\""
-    if pairs is not None and len(pairs) != len(texts):
-        return f"{len(texts)} texts but {len(pairs)} pairs; give one pair per text"
-    for field, values in (("texts", texts), ("pairs", pairs or ())):
-        for i, text in enumerate(values):
-            if len(text) > options.max_text_chars:
-                return (f"{field}[{i}] has {len(text)} characters, more than --max-text-chars "
-                        f"{options.max_text_chars}; shorten it (the model reads its first tokens only)")
-            if is_blank(text):
-                return f"{field}[{i}] is empty (only spaces or invisible characters); give a text"
-    return None
-
-
 async def _disconnected(request: Request) -> None:
     """Returns when the client has gone (the request's body is already read)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -236,7 +179,7 @@ def make_app(models: dict[str, Served], options: ServeOptions, on_fail=None) -> 
         body = parse_body(await request.body())
         if isinstance(body, tuple):
             return metrics.error(*body)
-        problem = request_problem(body, model, options)
+        problem = request_problem(body, model, options.max_texts, options.max_text_chars)
         if problem:
             return metrics.error(422, problem)
         try:
@@ -269,14 +212,14 @@ def make_app(models: dict[str, Served], options: ServeOptions, on_fail=None) -> 
         metrics.latency.labels(model.name).observe(time.perf_counter() - started)
         return answer
 
-    @app.post("/predict", summary="label texts with the one model served", openapi_extra=_BODY)
+    @app.post("/predict", summary="label texts with the one model served", openapi_extra=BODY)
     async def predict_default(request: Request):
         if len(models) != 1:
             return metrics.error(404, f"{len(models)} models are served ({', '.join(models)}): "
                                       "POST /models/NAME/predict")
         return await predict(next(iter(models.values())), request)
 
-    @app.post("/models/{name}/predict", summary="label texts with the model NAME", openapi_extra=_BODY)
+    @app.post("/models/{name}/predict", summary="label texts with the model NAME", openapi_extra=BODY)
     async def predict_named(name: str, request: Request):
         if name not in models:
             return metrics.error(404, f"no model '{name}'; served: {', '.join(models)}")
