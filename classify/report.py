@@ -23,9 +23,22 @@ def _cell(fmt: str, value) -> str:
     return fmt.format(value)
 
 
-def _params_text(params: dict) -> str:
-    return ", ".join(f"{k.split('__')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('__')[-1]}={v}"
-                     for k, v in params.items()) or "defaults"
+def params_text(params: dict) -> str:
+    def value(v):
+        if isinstance(v, dict):  # a vote's members and their weights
+            return "; ".join(f"{k} {w:g}" if isinstance(w, float) else f"{k} {w}" for k, w in v.items())
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k.split('__')[-1]}={value(v)}" for k, v in (params or {}).items()) or "defaults"
+
+
+def probe_line(context: dict) -> str | None:
+    """The fine-tune probe's advice (bertfeat/probe.py: would fine-tuning the encoder gain?) and what
+    ``--finetune auto`` did with it; None without a probe."""
+    probe = context.get("finetune_probe")
+    if not probe:
+        return None
+    return probe["advice"] + (f"; --finetune auto: {probe['auto']}" if probe.get("auto") else "")
 
 
 def screened(r: dict) -> bool:
@@ -44,7 +57,7 @@ def _fixed(results: list[dict], columns: list[tuple]) -> list[str]:
         widened.append((c, fmt))
     lines = ["".join(fmt.replace(".4f", "").replace(".1f", "").format(HEADERS[c]) for c, fmt in widened) + "  params"]
     for r in results:
-        lines.append("".join(_cell(fmt, r.get(c)) for c, fmt in widened) + "  " + _params_text(r["params"]))
+        lines.append("".join(_cell(fmt, r.get(c)) for c, fmt in widened) + "  " + params_text(r["params"]))
     return lines
 
 
@@ -84,7 +97,7 @@ def markdown(results: list[dict], best: dict, context: dict) -> str:
            "|" + "---|" * (len(cols) + 1)]
     for r in results:
         if not screened(r):
-            out.append("| " + " | ".join(_md_cell(r, c, select) for c in cols) + f" | {_params_text(r['params'])} |")
+            out.append("| " + " | ".join(_md_cell(r, c, select) for c in cols) + f" | {params_text(r['params'])} |")
     stopped = [r for r in results if screened(r)]
     if stopped:
         out += ["", "## Stopped after round 1", "",
@@ -92,7 +105,7 @@ def markdown(results: list[dict], best: dict, context: dict) -> str:
                 "score is not a CV mean, and they have no test scores.", "",
                 f"| head | features | first-fold {select} | fit s (fold 1) | params |", "|---|---|---|---|---|"]
         out += [f"| {r['head']} | {r['features']} | {r['cv_score']:.4f} | {r['fit_seconds']:.1f} | "
-                f"{_params_text(r['params'])} |" for r in stopped]
+                f"{params_text(r['params'])} |" for r in stopped]
     out += ["", f"**Best by CV:** {best['head']} on {best['features']} — CV {best['cv_score']:.4f}, "
                 f"test accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}, ECE {best['ece_raw']:.4f} "
                 f"-> {best['ece']:.4f} calibrated.", ""]
@@ -101,9 +114,8 @@ def markdown(results: list[dict], best: dict, context: dict) -> str:
         out.append(f"- skipped {s['head']} on {s['features']}: {s['why']}")
     if "vote" in selection:
         out.append(f"- soft vote weights: {selection['vote']['weights']}")
-    probe = context.get("finetune_probe")  # bertfeat/probe.py: would fine-tuning the encoder gain?
-    if probe:
-        out.append(f"- {probe['advice']}" + (f"; --finetune auto: {probe['auto']}" if probe.get("auto") else ""))
+    if probe_line(context):
+        out.append(f"- {probe_line(context)}")
     out.append("")
     return "\n".join(out)
 

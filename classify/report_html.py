@@ -13,6 +13,7 @@ import json
 import numpy as np
 
 from bertfeat.classify import svg
+from bertfeat.classify.report import params_text, probe_line, screened
 
 MAX_MATRIX = 30  # above this a confusion matrix cannot be read at a glance: the pairs table says it instead
 PAIRS = 15
@@ -47,15 +48,6 @@ def size_text(n) -> str:
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-
-
-def params_text(params: dict) -> str:
-    def value(v):
-        if isinstance(v, dict):  # a vote's members and their weights
-            return "; ".join(f"{k} {w:g}" if isinstance(w, float) else f"{k} {w}" for k, w in v.items())
-        return f"{v:g}" if isinstance(v, float) else str(v)
-
-    return ", ".join(f"{k.split('__')[-1]}={value(v)}" for k, v in (params or {}).items()) or "defaults"
 
 
 def is_chosen(r: dict, best: dict) -> bool:
@@ -168,10 +160,8 @@ def facts_table(context: dict, facts: dict) -> str:
              ("versions", "<code>" + esc(json.dumps(facts.get("versions") or {}))[:600] + "</code>")]
     for s in (context.get("selection") or {}).get("skipped", []):
         rows.append(("skipped", esc(f"{s['head']} on {s['features']}: {s['why']}")))
-    probe = context.get("finetune_probe")  # bertfeat/probe.py: would fine-tuning the encoder gain?
-    if probe:
-        rows.append(("fine-tune probe", esc(probe["advice"] + (f"; --finetune auto: {probe['auto']}"
-                                                                if probe.get("auto") else ""))))
+    if probe_line(context):
+        rows.append(("fine-tune probe", esc(probe_line(context))))
     return '<table id="facts">' + "".join(f"<tr><th class=t>{k}</th><td class=t>{v}</td></tr>" for k, v in rows) + \
         "</table>"
 
@@ -187,8 +177,8 @@ def page(results: list[dict], best: dict, metrics: dict, context: dict, probas=N
 
     facts = facts or {}
     select = context.get("select", "accuracy")
-    full = [r for r in results if r.get("accuracy") is not None or r.get("fine_tuned")]
-    screened = [r for r in results if r not in full]
+    full = [r for r in results if not screened(r)]
+    stopped = [r for r in results if screened(r)]
     title = f"{best['head']} on {best['features']}"
     std = best.get(f"cv_std_{select}")
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>bench: {esc(title)}</title>"
@@ -203,10 +193,10 @@ def page(results: list[dict], best: dict, metrics: dict, context: dict, probas=N
              "std over folds on the training set (the chosen row by it); the other columns on the test set. "
              "Green: the best value of each column. Model size: the head file (the chosen row: its whole model "
              "folder).</p>", leaderboard(full, best, select, facts.get("model_bytes"))]
-    if screened:
+    if stopped:
         parts += ["<h2>Stopped after round 1</h2><p class=note>Successive halving scored these on the first "
                   "CV fold only and dropped them: their score is one fold's, not comparable with a CV mean, "
-                  "and they have no test scores.</p>", screened_table(screened, select)]
+                  "and they have no test scores.</p>", screened_table(stopped, select)]
     plots = []
     scored = [r for r in full if r.get("predict_ms_per_1k") is not None]
     if scored:
