@@ -326,9 +326,12 @@ def load_encoder(model_dir: str, **kwargs):
     from transformers import AutoModel
     from transformers.utils import import_utils
 
-    _check_model_type(model_dir)
-    pickled = sorted(n for n in os.listdir(model_dir) if n.startswith("pytorch_model") and n.endswith(".bin"))
-    safe = any(n.endswith(".safetensors") for n in os.listdir(model_dir))
+    # BERT-style models build an unused pooler head unless told not to; skipping it saves time and a warning.
+    if _check_model_type(model_dir) in ("bert", "roberta", "xlm-roberta", "electra", "camembert"):
+        kwargs["add_pooling_layer"] = False
+    names = os.listdir(model_dir)
+    pickled = sorted(n for n in names if n.startswith("pytorch_model") and n.endswith(".bin"))
+    safe = any(n.endswith(".safetensors") for n in names)
     do = "save the weights as model.safetensors (save_pretrained) from a copy you trust"
     # transformers' own rule, where it has one: no torch.load before torch 2.6; said here in one line.
     if pickled and not safe and hasattr(import_utils, "check_torch_load_is_safe"):
@@ -338,15 +341,16 @@ def load_encoder(model_dir: str, **kwargs):
             raise ModelFolderError(f"model folder {model_dir}: {pickled[0]} is a pickle, which transformers "
                                    f"loads only with torch 2.6 or later; upgrade torch, or {do}") from None
     try:
-        return AutoModel.from_pretrained(model_dir, trust_remote_code=False, **kwargs, **_encoder_kwargs(model_dir))
+        return AutoModel.from_pretrained(model_dir, trust_remote_code=False, **kwargs)
     except (pickle.UnpicklingError, EOFError):  # torch.load(weights_only=True) refused, or the file ended
         raise ModelFolderError(f"model folder {model_dir}: {pickled[0] if pickled else 'its weights'} holds "
                                "objects other than tensors (which could run code), or is damaged: torch refuses "
                                f"to unpickle it; {do}") from None
 
 
-def _check_model_type(model_dir: str) -> None:
-    # A type transformers does not ship would need the folder's own code (or a newer transformers).
+def _check_model_type(model_dir: str) -> str:
+    """The folder's model_type; a type transformers does not ship would need the folder's own code (or a
+    newer transformers), so it is refused."""
     import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -358,17 +362,12 @@ def _check_model_type(model_dir: str) -> None:
             f"model folder {model_dir}: config.json has model_type '{model_type}', which transformers "
             f"{transformers.__version__} does not ship; use a model of a type it has (bert, roberta, ...), or a "
             "newer transformers if the type is new")
+    return model_type
 
 
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-def _encoder_kwargs(model_dir: str) -> dict:
-    # BERT-style models build an unused pooler head unless told not to; skipping it saves time and a warning.
-    pooled = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
-    return {"add_pooling_layer": False} if read_json(model_dir, "config.json").get("model_type") in pooled else {}
 
 
 def position_limit(tokenizer, config) -> int:
