@@ -29,8 +29,8 @@ log = logging.getLogger("bertfeat")
 
 DEFAULT_STORE = os.path.join("runs", "mlflow.db")
 EXPERIMENT = "bertfeat"
-# a candidate's figures logged as metrics, where the row has them (a screened row has no test scores)
 MODEL_CODE = "import mlflow\nfrom bertfeat.tracking import BertfeatModel\n\nmlflow.models.set_model(BertfeatModel())\n"
+# a candidate's figures logged as metrics, where the row has them (a screened row has no test scores)
 METRICS = ("cv_score", "cv_accuracy", "cv_macro_f1", "cv_std_accuracy", "cv_std_macro_f1", "accuracy", "macro_f1",
            "macro_precision", "macro_recall", "log_loss", "ece", "log_loss_raw", "ece_raw", "temperature",
            "fit_seconds", "predict_seconds", "predict_ms_per_1k", "average_precision", "roc_auc")
@@ -67,6 +67,8 @@ def tracking_uri(track) -> str:
 
 def log_bench(result, out: str, track) -> dict:
     """Log a saved bench (``result.save(out)`` done) to MLflow; returns the run id, the tracking and model URIs."""
+    from bertfeat.classify.report import screened
+
     mlflow, experiment = _mlflow(track)
     context = result._report["context"]
     best = result.best_row
@@ -88,7 +90,7 @@ def log_bench(result, out: str, track) -> dict:
                                   nested=True):
                 mlflow.log_params({"head": row["head"], "features": row["features"],
                                    "round": "fine-tuned" if row.get("fine_tuned") else
-                                   "screened" if row.get("accuracy") is None else "full",
+                                   "screened" if screened(row) else "full",
                                    **{f"param.{k}": _param(v) for k, v in (row.get("params") or {}).items()}})
                 mlflow.log_metrics(_metrics(row))
         for name in sorted(os.listdir(out)):  # results.html, .json, .md, the plots, label_issues.csv
