@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from bertfeat import __version__
 from bertfeat.batcher import Batcher, QueueFull, Served
 from bertfeat.errors import BertfeatError, ConfigError
 from bertfeat.serve_request import BODY, parse_body, request_problem
@@ -167,7 +168,7 @@ def make_app(models: dict[str, Served], options: ServeOptions, on_fail=None) -> 
             log.info("stopping: answering the %d queued requests first", batcher.depth)
         await batcher.stop()
 
-    app = FastAPI(title="bertfeat serve", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="bertfeat serve", version=__version__, lifespan=lifespan,
                   description="Labels texts with bertfeat model folders; concurrent requests share forward passes.")
 
     @app.exception_handler(HTTPException)
@@ -346,12 +347,6 @@ def run(models: dict[str, Served], options: ServeOptions, quiet: bool = False, s
         raise BertfeatError(failures[0])
     log.info("stopped")
     return 0
-
-
-def _version() -> str:
-    from bertfeat import __version__
-
-    return __version__
 
 
 __all__ = ["ServeOptions", "load_models", "make_app", "model_dirs", "run"]
