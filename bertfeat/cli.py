@@ -14,6 +14,7 @@ import sys
 
 from bertfeat import options as o
 from bertfeat.errors import BertfeatError
+from bertfeat.messages import in_flags, log_to_stderr, option_strings
 
 log = logging.getLogger("bertfeat")
 
@@ -64,8 +65,6 @@ EXAMPLES = {
   bertfeat serve --model-dir intent=runs/a --model-dir nli=runs/b   # POST /models/intent/predict
   (GET /health, /info, /metrics (Prometheus), /docs; SIGTERM answers the requests in flight, then exits 0)""",
 }
-# A library message names a parameter (`cv=3`, `test_size=...`); the command line says the flag.
-_PARAM = re.compile(r"\b([a-z][a-z0-9_]*)=(True\b|'[^']*'|[^\s;:,)]+)?")
 
 
 class Parser(argparse.ArgumentParser):
@@ -348,44 +347,6 @@ def _version() -> str:
     return __version__
 
 
-def _flag_message(message: str) -> str:
-    """`bad cv=1; ...` -> `bad --cv 1; ...`, `pass drop_empty=True` -> `pass --drop-empty`: the command
-    line's words for a library message. Only names that are flags change (`C=10` stays)."""
-    def flag(m):
-        name = "--" + m.group(1).replace("_", "-")
-        if name not in _flags():
-            return m.group(0)
-        value = m.group(2)
-        return name if value in (None, "True") else f"{name} {value}"
-
-    return _PARAM.sub(flag, message)
-
-
-def _flags(parser=None, found=None) -> set:
-    """Every option string of the command line, subcommands included (built once)."""
-    global _FLAGS
-    if parser is None:
-        if _FLAGS is None:
-            _FLAGS = _flags(build_parser(), set())
-        return _FLAGS
-    for action in parser._actions:
-        found.update(s for s in action.option_strings if s.startswith("--"))
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                _flags(sub, found)
-    return found
-
-
-_FLAGS = None
-
-
-class _FlagFormatter(logging.Formatter):
-    """Log lines in the command line's words, as errors are."""
-
-    def format(self, record):
-        return _flag_message(super().format(record))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (0 ok, 1 a check found damage, 2 a user error, 130 interrupted)."""
     parser = build_parser()
@@ -393,13 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    _logging(args.quiet)
+    flags = option_strings(parser)
+    log_to_stderr(log, args.quiet, flags)
     try:
         from bertfeat.commands import COMMANDS
 
         result, code = COMMANDS[args.command](args)
     except BertfeatError as exc:
-        print(f"error: {_flag_message(str(exc))}", file=sys.stderr)
+        print(f"error: {in_flags(str(exc), flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; finished cache shards are kept and a re-run resumes", file=sys.stderr)
@@ -407,15 +369,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, default=str))
     return code
-
-
-def _logging(quiet: bool) -> None:
-    """bertfeat's logger to stderr; set again on each in-process call (a test's second main() is quiet or not)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_FlagFormatter("%(levelname)s: %(message)s" if quiet else "%(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
-    log.propagate = False
 
 
 if __name__ == "__main__":
