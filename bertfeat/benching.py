@@ -217,7 +217,7 @@ def _duplicates(split: dict, train, test) -> dict:
 
     t0 = time.perf_counter()
     X_train, X_test = min(split.values(), key=lambda a: a[0].shape[1])
-    found = find_duplicates(X_train, X_test, _keys(train), _keys(test), train.labels, test.labels)
+    found = find_duplicates(X_train, X_test, _keys(train), _keys(test), train.labels)
     train_rows, test_rows = data_rows(train), data_rows(test)
     for p in found["pairs"]:  # positions -> data rows in the files, as label_issues.csv gives them
         p["train_row"] = train_rows[p["train_row"]]

@@ -17,7 +17,7 @@ LISTED = 100  # pairs kept of each kind, for the report
 MAX_NEAR_ROWS = 100_000
 
 
-def find_duplicates(X_train, X_test, train_keys: list, test_keys: list, y_train=None, y_test=None,
+def find_duplicates(X_train, X_test, train_keys: list, test_keys: list, y_train=None,
                     threshold: float = THRESHOLD) -> dict:
     """Counts and example pairs of duplicates.
 
@@ -49,8 +49,7 @@ def find_duplicates(X_train, X_test, train_keys: list, test_keys: list, y_train=
     near_checked = len(A) <= MAX_NEAR_ROWS
     train_near = _near(A, A, threshold, train_exact, earlier=True) if near_checked else {}
     test_near = _near(B, A, threshold, test_exact, earlier=False)
-    labels = y_train is not None
-    conflicting = {name: sum(1 for i, j in found.items() if labels and y_train[i] != y_train[j])
+    conflicting = {name: 0 if y_train is None else sum(1 for i, j in found.items() if y_train[i] != y_train[j])
                    for name, found in (("train_conflicting", train_exact), ("train_near_conflicting", train_near))}
     pairs = []
     for kind, found in (("train_exact", train_exact), ("train_near", train_near), ("test_exact", test_exact),
