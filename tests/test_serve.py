@@ -149,8 +149,8 @@ def test_concurrent_requests_share_forward_passes(server):
     for t in threads:
         t.join()
     assert all(status == 200 for status, _ in results)
-    labels = {TEXTS[i % len(TEXTS)]: answer["labels"][0] for i, (_, answer) in enumerate(results)}
-    assert len(labels) == len(TEXTS)  # each text got one label, whichever batch it was in
+    labelled = {(TEXTS[i % len(TEXTS)], answer["labels"][0]) for i, (_, answer) in enumerate(results)}
+    assert len(labelled) == len(TEXTS)  # each text got one label, whichever batch it was in
     batches = server.metric("bertfeat_batch_texts_count") - before[0]
     assert server.metric("bertfeat_batch_texts_sum") - before[1] == 24
     assert batches < 24, "every request had a forward pass of its own"
