@@ -172,7 +172,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         from bertfeat.extract.model import resolve_device
         from bertfeat.probe import auto_methods, run_probe
 
-        # on a GPU a full fine-tune takes minutes, not an hour: there `auto` is the default
+        # on a GPU a full fine-tune takes minutes, not an hour: there a probe that recommends one runs it
         auto = auto or (config.finetune is None and resolve_device(config.device).startswith("cuda"))
 
         X_mean = split["mean"][0] if "mean" in split else min(split.values(), key=lambda a: a[0].shape[1])[0]

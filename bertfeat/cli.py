@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fine-tune the encoder (full, setfit, or full,setfit) and add those rows, marked "
                         "fine-tuned; with --samples-per-label, setfit on the same samples; auto: a full "
                         "fine-tune only when the fine-tune probe recommends one and it fits --time-budget "
-                        "(the default on a GPU)")
+                        "(on a GPU, --finetune-probe alone acts as auto)")
     g.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="--finetune auto: most minutes the full fine-tune may take here, as the probe estimates "
                         "them (fewer epochs when the default 5 would not fit; default: no limit)")
