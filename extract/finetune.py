@@ -178,8 +178,8 @@ def finetune(texts: list[str], labels: list[str], settings: Settings, work: str,
         trainer.log_epoch(entry, best)
         state["stopped"] = state["epoch"] >= s.epochs or state["epoch"] - state["best_epoch"] >= PATIENCE
         checkpoint.save(ckpt_dir, state, trainer.net, trainer.optimizer_state())
-    best = checkpoint.weights_of(ckpt_dir, state["best_epoch"])
-    encoder_dir = trainer.save_encoder(os.path.join(work, ENCODER), best)
+    best_weights = checkpoint.weights_of(ckpt_dir, state["best_epoch"])
+    encoder_dir = trainer.save_encoder(os.path.join(work, ENCODER), best_weights)
     weight = bias = None
     if s.method == "full":
         weight = trainer.net.head.weight.detach().float().cpu().numpy()
