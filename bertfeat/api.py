@@ -33,16 +33,12 @@ def _config(cls, given: dict, encoder=None, **fixed):
 
         if not isinstance(encoder, BertEncoder):
             raise options.ConfigError(f"bad encoder={encoder!r}; expected a bertfeat.BertEncoder or None")
-        clash = sorted(set(given) & set(options.encoder_params(options.FitConfig())))
+        clash = sorted(set(given) & set(options.ENCODER_KEYS))
         if clash:
             raise options.ConfigError(f"{', '.join(clash)} given both as options and in encoder=; pass one")
-        given = {**options.encoder_params(_as_config(encoder)), **given}
+        params = encoder.get_params()
+        given = {**{k: params[k] for k in options.ENCODER_KEYS}, **given}
     return options.make(cls, {**given, **fixed})
-
-
-def _as_config(encoder):
-    params = encoder.get_params()
-    return options.EncoderOptions(**{k: params[k] for k in options.encoder_params(options.EncoderOptions())})
 
 
 def classifier_for(config) -> TextClassifier:
@@ -114,8 +110,7 @@ def run_fit(config: options.FitConfig, train, test=None) -> TextClassifier:
     n = len(train.texts)
     t0 = time.perf_counter()
     if info.streaming:
-        clf._fit_streaming(encoders, train.texts, train.pairs, train.labels)
-        clf._finish(encoders, pair, columns)
+        clf._fit_streaming(encoders, train.texts, train.pairs, train.labels, columns)
         fit_seconds = time.perf_counter() - t0
         pred = clf.predict(test.texts, test.pairs)
     else:

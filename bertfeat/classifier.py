@@ -196,7 +196,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return head, {"select": self.select, "cv": cv, "cv_score": best.cv_score, "params": best.params,
                       "temperature": best.temperature, "threshold": info.get("threshold")}
 
-    def _fit_streaming(self, encoders, texts, pairs, labels):
+    def _fit_streaming(self, encoders, texts, pairs, labels, columns: dict | None = None):
         from bertfeat.cache import text_keys
         from bertfeat.classify.heads import head_info
         from bertfeat.classify.stream import fit_streaming
@@ -213,7 +213,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         head = head_info(self.head).make(self.seed)
         self.head_ = fit_streaming(head, embedder.stores[0], text_keys(texts, pairs), labels, seed=self.seed)
         self.selection_ = {}
-        self._finish(encoders, pairs is not None, None)
+        self._finish(encoders, pairs is not None, columns)
 
     def _finish(self, encoders, pair: bool, columns: dict | None):
         from bertfeat.model_folder import model_manifest

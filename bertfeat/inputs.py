@@ -39,8 +39,6 @@ def table_of(data, config, role: str):
 
 
 def _from_pair(data, config, role: str):
-    import numpy as np
-
     from bertfeat.classifier import _labels
     from bertfeat.extract import Table
     from bertfeat.extract.data import is_blank
@@ -48,14 +46,15 @@ def _from_pair(data, config, role: str):
 
     texts, pairs = split_inputs(data[0])
     labels = _labels(data[1], len(texts))
-    keep = [i for i, t in enumerate(texts) if not is_blank(t)]
-    if len(keep) < len(texts) and not config.drop_empty:
-        empty = [i for i in range(len(texts)) if i not in set(keep)][:5]
-        raise DataError(f"the {role} texts: {len(texts) - len(keep)} empty text(s), at rows {empty}; fill them in "
+    empty = [i for i, t in enumerate(texts) if is_blank(t)]
+    if empty and not config.drop_empty:
+        raise DataError(f"the {role} texts: {len(empty)} empty text(s), at rows {empty[:5]}; fill them in "
                         "or pass drop_empty=True to skip them")
-    pick = (lambda seq: [seq[i] for i in keep]) if len(keep) < len(texts) else (lambda seq: list(seq))
-    labels = [v.item() if isinstance(v, np.generic) else v for v in pick(labels)]
-    return Table(pick(texts), pick(pairs) if pairs is not None else None, labels, f"the {role} texts", keep)
+    keep = sorted(set(range(len(texts))) - set(empty))
+    def pick(seq):
+        return [seq[i] for i in keep]
+
+    return Table(pick(texts), pick(pairs) if pairs is not None else None, pick(labels), f"the {role} texts", keep)
 
 
 def labelled(train, test, config):

@@ -157,10 +157,13 @@ def from_namespace(cls, args):
     return check(cls(**_aliased(given)))
 
 
+# The BertEncoder parameters an options dataclass holds (its cache_dir and progress are the command's).
+ENCODER_KEYS = ("model", "pooling", "layers", "max_length", "normalize", "precision", "long", "batch_size", "device")
+
+
 def encoder_params(config) -> dict:
     """The ``BertEncoder`` parameters a config holds."""
-    keys = ("model", "pooling", "layers", "max_length", "normalize", "precision", "long", "batch_size", "device")
-    return {k: getattr(config, k) for k in keys if hasattr(config, k)}
+    return {k: getattr(config, k) for k in ENCODER_KEYS if hasattr(config, k)}
 
 
 def _positive(config, name: str, allow_none: bool = False) -> None:

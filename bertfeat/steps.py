@@ -38,7 +38,7 @@ def window_texts(config) -> int:
     """Texts tokenized and batched together (hidden --window): what memory holds, and a kill can lose."""
     from bertfeat.extract.pipeline import WINDOW_TEXTS
 
-    return getattr(config, "window", None) or WINDOW_TEXTS
+    return config.window or WINDOW_TEXTS
 
 
 def embed_views(config, specs: list[str], texts, pairs):
