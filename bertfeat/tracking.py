@@ -72,7 +72,7 @@ def log_bench(result, out: str, track) -> dict:
     mlflow, experiment = _mlflow(track)
     context = result._report["context"]
     best = result.best_row
-    with mlflow.start_run(experiment_id=experiment, run_name=f"bench {_name(context['train'])}",
+    with mlflow.start_run(experiment_id=experiment, run_name=f"bench {os.path.basename(str(context['train']))}",
                           nested=mlflow.active_run() is not None) as parent:
         mlflow.log_params({**_data_params(context.get("train"), context.get("test")),
                            "n_train": context["n_train"], "n_test": context["n_test"], "model": result.config.model,
@@ -97,7 +97,6 @@ def log_bench(result, out: str, track) -> dict:
             if os.path.isfile(os.path.join(out, name)):
                 mlflow.log_artifact(os.path.join(out, name), "report")
         model_uri = _log_model(mlflow, os.path.join(out, "best-model"))
-        mlflow.set_tag("model_uri", model_uri)
     return _done(mlflow, parent, model_uri)
 
 
@@ -114,7 +113,6 @@ def log_fit(clf, model_dir: str, track, train=None, test=None) -> dict:
         mlflow.set_tags({f"version.{k}": str(v) for k, v in (clf.run_ or {}).get("versions", {}).items()})
         mlflow.log_metrics(_metrics(report))
         model_uri = _log_model(mlflow, model_dir)
-        mlflow.set_tag("model_uri", model_uri)
     return _done(mlflow, run, model_uri)
 
 
@@ -138,6 +136,7 @@ def _mlflow(track):
 
 
 def _log_model(mlflow, model_dir: str) -> str:
+    """Log ``model_dir`` as the run's pyfunc model, tagged on the run; returns its URI."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -155,6 +154,7 @@ def _log_model(mlflow, model_dir: str) -> str:
         info = mlflow.pyfunc.log_model(name="model", python_model=code, artifacts={"model_dir": model_dir},
                                        pip_requirements=[f"bertfeat=={version}" if version else "bertfeat"],
                                        signature=signature)
+    mlflow.set_tag("model_uri", info.model_uri)
     return info.model_uri
 
 
@@ -188,10 +188,6 @@ def _metrics(row: dict) -> dict:
 
 def _param(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-def _name(source) -> str:
-    return os.path.basename(str(source))
 
 
 __all__ = ["BertfeatModel", "log_bench", "log_fit", "tracking_uri"]
