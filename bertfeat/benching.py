@@ -34,7 +34,6 @@ class BenchResult:
     seconds : float
     """
 
-    table: object
     best: object
     config: options.BenchConfig
     seconds: float
@@ -50,6 +49,10 @@ class BenchResult:
     duplicates: dict = field(default_factory=dict)
     # would fine-tuning the encoder gain over the frozen best (bertfeat/probe.py); None when not run
     finetune_probe: dict | None = None
+
+    @property
+    def table(self):
+        return frame(self.rows)
 
     def save(self, path: str) -> str:
         """Write ``path/best-model`` (a model folder) and the report (results.json, results.md, plots);
@@ -153,7 +156,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         result["features"] = specs[0]
         if ft_methods:  # SetFit on the very samples of each experiment
             result["finetune"] = mteb_finetune(config, ft_methods, train, test)
-        return BenchResult(frame([]), None, config, time.perf_counter() - t0, embedding=emb.summary(), mteb=result,
+        return BenchResult(None, config, time.perf_counter() - t0, embedding=emb.summary(), mteb=result,
                            duplicates=duplicates)
 
     def progress(r):
@@ -197,7 +200,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     summary = {"metrics": {k: best_metrics[k] for k in ("accuracy", "macro_f1")}, "bench": rows,
                "n_train": n, "n_test": len(test.texts)}
     clf.run_ = run_record("bench", config, emb, summary)
-    return BenchResult(frame(rows), clf, config, seconds, rows, best.as_dict(), selection, emb.summary(),
+    return BenchResult(clf, config, seconds, rows, best.as_dict(), selection, emb.summary(),
                        _report={"metrics": best_metrics, "context": context, "probas": best_probas,
                                 "y_test": test.labels, "texts": test.texts},
                        label_issues=issues, duplicates=duplicates, finetune_probe=probe)
