@@ -144,9 +144,24 @@ def _labelled_flags(g) -> None:
     split.add_argument("--test", metavar="FILE", help="labelled test file")
     split.add_argument("--test-size", type=float, default=o.DataOptions.test_size,
                        help="held-out share of --train when no --test (default: %(default)s)")
-    g.add_argument("--label-col", default="label", help="column with the label (default: %(default)s)")
+    _label_flags(g)
     g.add_argument("--seed", type=int, default=0, help="seed for the split, the heads and the CV folds (default: 0)")
     g.add_argument("--out", default=None, help="output folder, new or empty (default: runs/<time>-<head or bench>)")
+
+
+def _label_flags(g) -> None:
+    """Where the labels are and how many a row has: flags of every command that reads labelled data."""
+    g.add_argument("--label-col", default=None,
+                   help="column with the label (default: label, or labels when the file has no label column)")
+    g.add_argument("--label-sep", default=None, metavar="SEP",
+                   help="multi-label CSV/TSV: labels in one cell separated by SEP, e.g. ';' for anger;joy (an empty "
+                        "cell: no label); JSON Lines and Parquet lists need no flag")
+    g.add_argument("--label-cols", default=None, metavar="COLS",
+                   help="multi-label from one-hot columns (1/0 or true/false): a,b,c or a glob such as 'emo_*'; "
+                        "the labels are the column names")
+    g.add_argument("--task", default="auto", choices=o.TASKS,
+                   help="single or multi-label; auto: multi when label cells are lists or --label-sep / "
+                        "--label-cols is given, and it says so (default: %(default)s)")
 
 
 def _selection_flags(g, fit: bool) -> None:
@@ -299,7 +314,7 @@ def _labels_parser(p) -> None:
     d = o.LabelsConfig
     g = p.add_argument_group("labelled data and the head")
     g.add_argument("--train", required=True, metavar="FILE", help="labelled file to check (or folder, or glob)")
-    g.add_argument("--label-col", default="label", help="column with the label (default: %(default)s)")
+    _label_flags(g)
     g.add_argument("--head", default=d.head, choices=o.HEAD_NAMES,
                    help="head whose out-of-fold probabilities rank the rows (default: %(default)s)")
     g.add_argument("--features", default=None, help="feature view, overriding --pooling/--layers (default: mean)")

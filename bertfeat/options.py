@@ -25,6 +25,8 @@ POOLINGS = ("cls", "max", "mean")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32", "int8")
 LONG_MODES = ("chunk", "truncate")
 FINETUNE_METHODS = ("full", "setfit")
+TASKS = ("auto", "single", "multi")  # extract.labels.TASKS, without importing pandas for --help
+LABEL_COLS = ("label", "labels")  # the default label column: label, else labels (extract.labels.LABEL_COLS)
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,20 @@ class EncoderOptions:
 
 @dataclass(frozen=True)
 class DataOptions:
-    """How a file or DataFrame becomes texts (and labels)."""
+    """How a file or DataFrame becomes texts (and labels).
+
+    ``label_col``: a column name, or names of which the first a file has is read (the default: ``label``, else
+    ``labels``). Multi-label data (one tuple of labels per row): label cells that are lists, text cells split
+    on ``label_sep``, or one-hot columns ``label_cols`` (``a,b,c`` or a glob ``emo_*``); ``task`` auto, single
+    or multi (``extract/labels.py``).
+    """
 
     text_col: str = "text"
     pair_col: str | None = None
-    label_col: str = "label"
+    label_col: str | tuple[str, ...] = LABEL_COLS
+    label_sep: str | None = None
+    label_cols: str | None = None
+    task: str = "auto"
     encoding: str = "utf-8"
     drop_empty: bool = False
     test_size: float = 0.2
@@ -174,6 +185,26 @@ def _positive(config, name: str, allow_none: bool = False) -> None:
         raise ConfigError(f"bad {name}={value!r}; expected a positive whole number")
 
 
+def _check_labels(config) -> None:
+    if config.task not in TASKS:
+        raise ConfigError(f"unknown task={config.task!r}; expected one of: {', '.join(TASKS)}")
+    if config.label_sep is not None and (not isinstance(config.label_sep, str) or not config.label_sep):
+        raise ConfigError(f"bad label_sep={config.label_sep!r}; expected the text between labels, e.g. ';'")
+    if config.label_cols is not None and (not isinstance(config.label_cols, str) or not config.label_cols.strip()):
+        raise ConfigError(f"bad label_cols={config.label_cols!r}; expected one-hot column names a,b,c or a "
+                          "prefix glob such as 'emo_*'")
+    multi = [f"{name}={getattr(config, name)!r}" for name in ("label_sep", "label_cols") if getattr(config, name)]
+    if config.task == "single" and multi:
+        raise ConfigError(f"task='single' with {multi[0]}: that reads several labels per row; pass task='multi' "
+                          "or 'auto', or drop it")
+    if config.label_cols and config.label_sep is not None:
+        raise ConfigError(f"label_sep={config.label_sep!r} with label_cols={config.label_cols!r}: one-hot columns "
+                          "hold 1/0, not separated labels; pass only one")
+    if config.label_cols and isinstance(config.label_col, str):
+        raise ConfigError(f"label_col={config.label_col!r} with label_cols={config.label_cols!r}: the labels come "
+                          "from one or the other; pass only one")
+
+
 def check(config):
     """Values wrong whatever the data, checked before a file is read or a model loads."""
     if isinstance(config, DataOptions):
@@ -184,6 +215,7 @@ def check(config):
                               "latin-1 or cp1252") from None
         if not isinstance(config.test_size, (int, float)) or not 0 < config.test_size < 1:
             raise ConfigError(f"bad test_size={config.test_size!r}; expected a share between 0 and 1, e.g. 0.2")
+        _check_labels(config)
     if isinstance(config, EncoderOptions):
         for name in ("max_length", "batch_size", "shard_size"):
             _positive(config, name)

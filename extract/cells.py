@@ -14,6 +14,9 @@ classes. A label is compared as its canonical text:
 - any other text stays as written, less surrounding whitespace.
 
 Texts are never canonicalized: only labels are compared as classes.
+
+A multi-label data set gives each row a tuple of labels (``label_tuple``): each one canonical as above,
+distinct, sorted; ``()`` for a row with no label. ``is_multi`` tells the two kinds of label list apart.
 """
 from __future__ import annotations
 
@@ -85,3 +88,54 @@ def label_text(cell: str) -> str:
     if not math.isfinite(value):
         return cell
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+def is_list(cell) -> bool:
+    """A cell that holds several labels: a list, tuple, set or array (JSON Lines lists, Parquet list columns)."""
+    return isinstance(cell, (list, tuple, set, frozenset, np.ndarray))
+
+
+def is_multi(labels) -> bool:
+    """True when ``labels`` (one entry per row) are multi-label: a tuple of labels per row."""
+    return labels is not None and len(labels) > 0 and isinstance(labels[0], tuple)
+
+
+def classes_of(labels) -> set:
+    """The distinct labels of a label list, single- or multi-label alike."""
+    if labels is None:
+        return set()
+    return {v for row in labels for v in row} if is_multi(labels) else set(labels)
+
+
+def sorted_labels(labels) -> tuple:
+    """Distinct labels in one order: by value, or by text where values of the Python API mix types."""
+    try:
+        return tuple(sorted(set(labels)))
+    except TypeError:
+        return tuple(sorted(set(labels), key=str))
+
+
+def label_tuple(cell, sep: str | None = None, typed: bool = False) -> tuple:
+    """One multi-label cell -> its labels (``()`` for a missing or empty cell).
+
+    A list-like cell gives one label per item; text is split on ``sep`` when given (parts trimmed, empty
+    ones dropped); any other value is one label. Labels read as ``label_text`` gives them, or, with
+    ``typed`` (the Python API's own values), numbers and booleans keep their type as single labels do.
+    Raises TypeError(kind) for an item that is itself nested.
+    """
+    if is_list(cell):
+        items = list(cell)
+    elif sep is not None and isinstance(cell, str):
+        items = cell.split(sep)
+    else:
+        items = [cell]
+    labels = []
+    for item in items:
+        text = cell_text(item)
+        if is_blank(text):
+            continue
+        if typed and not isinstance(item, str):
+            labels.append(item.item() if isinstance(item, np.generic) else item)
+        else:
+            labels.append(label_text(text))
+    return sorted_labels(labels)

@@ -1,7 +1,8 @@
 """Read labelled text tables (CSV, TSV, JSON Lines, Parquet) into plain lists, with errors a user can act on.
 
 What one cell may hold, when a text is empty and how labels compare (one rule in every format, so a CSV and
-a Parquet copy of it give the same classes): ``extract/cells.py``.
+a Parquet copy of it give the same classes): ``extract/cells.py``. Which column holds the labels and whether
+they are multi-label (a tuple of labels per row): ``extract/labels.py``.
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bertfeat.errors import BertfeatError, DataError
-from bertfeat.extract.cells import cell_text, is_blank, label_text
+from bertfeat.extract.cells import cell_text, is_blank, is_multi, label_text
+# check_labels and split_table are read here by older imports (bertfeat.extract.data.check_labels)
+from bertfeat.extract.labels import (LABEL_COLS, check_labels, label_column, listed, multi_labels,  # noqa: F401
+                                     onehot_labels, onehot_names, split_table)
 
 log = logging.getLogger("bertfeat")
 
@@ -35,7 +39,7 @@ class Table:
 
     texts: list[str]
     pairs: list[str] | None
-    labels: list[str] | None
+    labels: list | None  # one label per row, or for a multi-label data set one tuple of labels (cells.is_multi)
     source: str
     rows: list[int]  # 1-based data row numbers in the file(s), for messages
 
@@ -130,7 +134,8 @@ def parquet_frame(table) -> pd.DataFrame:
 
     Integer columns with nulls stay exact Python ints (pandas would make them floats). Columns of a type
     bertfeat cannot read as text (lists, structs, maps, binary, dates) are recorded in
-    ``frame.attrs["unreadable"]`` with their Parquet type, so using one is refused even when every cell is null.
+    ``frame.attrs["unreadable"]`` with their Parquet type, so using one is refused even when every cell is null;
+    those that are lists of scalars also in ``frame.attrs["lists"]``: a label column may be one (multi-label).
     """
     import pyarrow as pa
 
@@ -138,8 +143,13 @@ def parquet_frame(table) -> pd.DataFrame:
         return (pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
                 or pa.types.is_fixed_size_binary(t) or pa.types.is_temporal(t))
 
+    def listed(t) -> bool:
+        return ((pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+                and not unreadable(t.value_type))
+
     frame = table.to_pandas(integer_object_nulls=True)
     frame.attrs["unreadable"] = {field.name: str(field.type) for field in table.schema if unreadable(field.type)}
+    frame.attrs["lists"] = [field.name for field in table.schema if listed(field.type)]
     return frame
 
 
@@ -154,13 +164,24 @@ def _bad_utf8_row(path: str, encoding: str) -> int | str:
     return "?"
 
 
+def _require(frame: pd.DataFrame, names: list[str], path: str, flag: str, columns_from: str | None,
+             alternatives: bool = False) -> None:
+    """Raise, naming the file's columns, for the first of ``names`` the frame lacks (``alternatives``: for
+    when it has none of them: any one would do)."""
+    missing = [n for n in names if n not in frame.columns]
+    if not missing or (alternatives and len(missing) < len(names)):
+        return
+    cols = ", ".join(map(str, frame.columns)) or "(none)"
+    name = missing[0]
+    what = " or ".join(f"'{n}'" for n in missing) if alternatives else f"'{name}'"
+    fix = (f"pass {flag}= with one of them" if columns_from is None else
+           f"{columns_from} reads column {what}: rename the file's column to '{name}'")
+    raise BertfeatError(f"{path}: no column {what} (columns: {cols}); {fix}")
+
+
 def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int,
             columns_from: str | None = None) -> list[str | None]:
-    if name not in frame.columns:
-        cols = ", ".join(map(str, frame.columns)) or "(none)"
-        fix = (f"pass {flag}= with one of them" if columns_from is None else
-               f"{columns_from} reads column '{name}': rename the file's column to '{name}'")
-        raise BertfeatError(f"{path}: no column '{name}' (columns: {cols}); {fix}")
+    _require(frame, [name], path, flag, columns_from)
     column = frame[name]
     # A typed column (Parquet, datetime dtype) is refused by its type; an untyped one by its first bad cell.
     kind = frame.attrs.get("unreadable", {}).get(name) or (str(column.dtype) if column.dtype.kind in "mM" else None)
@@ -181,46 +202,71 @@ def _column(frame: pd.DataFrame, name: str, path: str, flag: str, first_row: int
     return cells
 
 
-def _listed(items: list, limit: int = 5) -> str:
-    shown = ", ".join(map(str, items[:limit]))
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_col: str | None = "label",
+def frame_table(frame: pd.DataFrame, path: str, text_col: str = "text", label_col=LABEL_COLS,
                 pair_col: str | None = None, drop_empty: bool = False, label_optional: bool = False,
-                first_row: int = 2, columns_from: str | None = None) -> Table:
+                first_row: int = 2, columns_from: str | None = None, *, label_sep: str | None = None,
+                label_cols: str | None = None, task: str = "auto", typed: bool = False) -> Table:
     """One data frame (a whole file, or one batch of it) -> a checked Table.
 
     ``first_row``: the file row number of the frame's first row, for messages (2: after the header).
     ``columns_from``: who chose the column names, for a missing column's message (e.g. "the model";
     None: the user, through --text-col / --label-col / --pair-col).
     Cells are read as text; missing values of every kind count as blank; a column of lists, structs
-    or bytes is refused in one line naming it. ``labels`` is None when the frame has no labels to read.
+    or bytes is refused in one line naming it (lists are labels in a multi-label column: ``extract/labels.py``,
+    where ``label_sep``, ``label_cols``, ``task`` and ``typed`` are described). ``labels`` is None when the
+    frame has no labels to read.
     """
     t = _column(frame, text_col, path, "text_col", first_row, columns_from)
     p = _column(frame, pair_col, path, "pair_col", first_row, columns_from) if pair_col else None
-    use_labels = bool(label_col) and not (label_optional and label_col not in frame.columns)
-    y = _column(frame, label_col, path, "label_col", first_row, columns_from) if use_labels else None
+    y = _label_rows(frame, path, label_col, label_optional, first_row, columns_from, label_sep, label_cols, task,
+                    typed, exclude=(text_col, pair_col))
     empty = [first_row + i for i, v in enumerate(t) if is_blank(v)]
     if empty and not drop_empty:
         raise BertfeatError(
-            f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {_listed(empty)}; "
+            f"{path}: {len(empty)} empty text(s) in column '{text_col}' at row(s) {listed(empty)}; "
             "fill them in or pass drop_empty=True to skip them"
         )
     if empty:
         log.warning("%s: skipping %d empty text(s) (--drop-empty)", path, len(empty))
     keep = [i for i, v in enumerate(t) if not is_blank(v)]
-    if y is not None:
+    multi = is_multi(y)
+    if y is not None and not multi:  # a multi-label row may have no label: ()
         blank = [first_row + i for i in keep if is_blank(y[i])]
         if blank:
             raise BertfeatError(
-                f"{path}: {len(blank)} blank label(s) in column '{label_col}' at row(s) {_listed(blank)}; "
-                "label them or remove those rows"
+                f"{path}: {len(blank)} blank label(s) in column '{label_column(frame.columns, label_col)}' at "
+                f"row(s) {listed(blank)}; label them or remove those rows"
             )
     return Table(texts=[t[i] for i in keep],
                  pairs=[p[i] or "" for i in keep] if p is not None else None,
-                 labels=[label_text(y[i]) for i in keep] if y is not None else None,
+                 labels=[y[i] if multi else label_text(y[i]) for i in keep] if y is not None else None,
                  source=path, rows=[first_row + i for i in keep])
+
+
+def _label_rows(frame, path, label_col, label_optional, first_row, columns_from, label_sep, label_cols, task,
+                typed, exclude) -> list | None:
+    """The frame's labels, one per row (single-label cells as text, blanks unchecked), or one tuple per row
+    (multi-label); None when there are none to read."""
+    if label_cols:
+        names = onehot_names(frame.columns, label_cols, exclude)
+        if label_optional and (not names or any(n not in frame.columns for n in names)):
+            return None
+        if not names:
+            raise DataError(f"{path}: no column matches label_cols={label_cols!r} (columns: "
+                            f"{', '.join(map(str, frame.columns))}); pass the one-hot columns' names or prefix")
+        _require(frame, names, path, "label_cols", columns_from)
+        return onehot_labels(frame, names, path, first_row)
+    name = label_column(frame.columns, label_col)
+    if not name or (label_optional and name not in frame.columns):
+        return None
+    _require(frame, [label_col] if isinstance(label_col, str) else list(label_col), path, "label_col",
+             columns_from, alternatives=True)
+    listed = name in frame.attrs.get("lists", ())
+    if name not in frame.attrs.get("unreadable", {}) or listed:
+        rows = multi_labels(frame[name].tolist(), listed, name, path, first_row, label_sep, task, typed)
+        if rows is not None:
+            return rows
+    return _column(frame, name, path, "label_col", first_row, columns_from)
 
 
 def concat_tables(parts: list[Table]) -> Table:
@@ -230,6 +276,10 @@ def concat_tables(parts: list[Table]) -> Table:
         raise BertfeatError(f"{', '.join(dict.fromkeys(p.source for p in parts))}: no non-empty texts to read")
     has_pairs = all(part.pairs is not None for part in parts)
     has_labels = all(part.labels is not None for part in parts)
+    kinds = {is_multi(part.labels): part.source for part in parts if part.labels}
+    if len(kinds) > 1:
+        raise DataError(f"{kinds[True]} is multi-label (lists of labels) but {kinds[False]} has single labels; "
+                        "pass task='multi' to read a single label as a list of one")
     return Table(texts,
                  [x for part in parts for x in part.pairs] if has_pairs else None,
                  [x for part in parts for x in part.labels] if has_labels else None,
@@ -240,13 +290,16 @@ def concat_tables(parts: list[Table]) -> Table:
 def read_table(
     paths: str | list[str],
     text_col: str = "text",
-    label_col: str | None = "label",
+    label_col: str | tuple[str, ...] | None = LABEL_COLS,
     pair_col: str | None = None,
     encoding: str = "utf-8",
     drop_empty: bool = False,
     label_optional: bool = False,
     *,
     columns_from: str | None = None,
+    label_sep: str | None = None,
+    label_cols: str | None = None,
+    task: str = "auto",
 ) -> Table:
     """Read texts (and labels when ``label_col`` is given) from one or more files.
 
@@ -255,7 +308,8 @@ def read_table(
     paths : str or list of str
         CSV, TSV, JSON Lines or Parquet files, chosen by extension.
     text_col, label_col, pair_col : str
-        Column names; ``label_col=None`` reads unlabelled data.
+        Column names; ``label_col=None`` reads unlabelled data; a tuple of names: the first the file has
+        (the default: ``label``, else ``labels``).
     drop_empty : bool, default=False
         Skip rows whose text is empty instead of raising.
     label_optional : bool, default=False
@@ -263,14 +317,23 @@ def read_table(
     columns_from : str or None, default=None
         Who chose the column names, for a missing column's message ("the model": rename the file's
         column); None: the user, through the --text-col / --label-col / --pair-col flags.
+    label_sep : str or None, default=None
+        Multi-label: split text label cells on it (``anger;joy``); an empty cell is a row with no label.
+    label_cols : str or None, default=None
+        Multi-label from one-hot columns: ``a,b,c`` or a glob (``emo_*``); the labels are the column names.
+    task : {"auto", "single", "multi"}, default="auto"
+        auto: multi-label when label cells are lists, or ``label_sep`` / ``label_cols`` is given.
+        ``labels`` is then one tuple of labels per row (``extract/labels.py``).
     """
     return concat_tables(list(iter_tables(paths, text_col, label_col, pair_col, encoding, drop_empty,
-                                          label_optional, rows=None, columns_from=columns_from)))
+                                          label_optional, rows=None, columns_from=columns_from,
+                                          label_sep=label_sep, label_cols=label_cols, task=task)))
 
 
-def iter_tables(paths: str | list[str], text_col: str = "text", label_col: str | None = "label",
+def iter_tables(paths: str | list[str], text_col: str = "text", label_col: str | tuple[str, ...] | None = LABEL_COLS,
                 pair_col: str | None = None, encoding: str = "utf-8", drop_empty: bool = False,
-                label_optional: bool = False, rows: int | None = 50_000, columns_from: str | None = None):
+                label_optional: bool = False, rows: int | None = 50_000, columns_from: str | None = None,
+                label_sep: str | None = None, label_cols: str | None = None, task: str = "auto"):
     """``read_table`` one batch of at most ``rows`` rows at a time (None: one Table per file), for corpora
     larger than memory: the same checks, errors and file row numbers.
 
@@ -285,7 +348,7 @@ def iter_tables(paths: str | list[str], text_col: str = "text", label_col: str |
         for frame in _read_frames(path, encoding, rows):
             if len(frame):
                 table = frame_table(frame, path, text_col, label_col, pair_col, drop_empty, label_optional,
-                                    first_row, columns_from)
+                                    first_row, columns_from, label_sep=label_sep, label_cols=label_cols, task=task)
                 first_row += len(frame)
                 any_text = any_text or bool(table.texts)
                 yield table
@@ -293,55 +356,3 @@ def iter_tables(paths: str | list[str], text_col: str = "text", label_col: str |
             raise BertfeatError(f"{path}: has a header but no data rows")
     if not any_text:
         raise BertfeatError(f"{', '.join(dict.fromkeys(paths))}: no non-empty texts to read")
-
-
-def check_labels(train: Table, test: Table | None = None) -> list[str]:
-    """Raise for data no classifier can learn from; return warnings worth showing."""
-    classes = set(train.labels)
-    if len(classes) < 2:
-        raise BertfeatError(
-            f"{train.source}: only one class ({next(iter(classes))!r}) in the training labels; "
-            "a classifier needs at least two"
-        )
-    warnings = []
-    seen: dict[tuple, set] = {}
-    for i, text in enumerate(train.texts):
-        key = (text, train.pairs[i] if train.pairs else None)
-        seen.setdefault(key, set()).add(train.labels[i])
-    conflicts = sum(1 for labels in seen.values() if len(labels) > 1)
-    if conflicts:
-        warnings.append(f"{train.source}: {conflicts} text(s) appear more than once with different labels")
-    if test is not None and test.labels is not None:
-        unseen = [lab for lab in test.labels if lab not in classes]
-        absent = _listed(sorted(set(unseen), key=str))  # key=str: the Python API's labels may mix types
-        if len(unseen) == len(test.labels):  # every prediction would be wrong: a score of 0 means nothing
-            raise DataError(
-                f"{test.source} and {train.source} share no label: test labels {absent}; training labels "
-                f"{_listed(sorted(classes, key=str))}; check that label_col= names the same column in both "
-                "files and that both spell the labels alike"
-            )
-        if unseen:
-            warnings.append(f"{test.source}: {len(unseen)} row(s) have labels absent from the training data "
-                            f"({absent}); they count as errors")
-    return warnings
-
-
-def split_table(table: Table, test_size: float, seed: int) -> tuple[Table, Table]:
-    """Stratified train/test split of a labelled table (random where a class is too small to stratify)."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < test_size < 1:
-        raise BertfeatError(f"bad test_size={test_size}; expected a fraction between 0 and 1, e.g. 0.2")
-    idx = list(range(len(table.texts)))
-    try:
-        a, b = train_test_split(idx, test_size=test_size, random_state=seed, stratify=table.labels)
-    except ValueError:  # a class with a single row cannot be stratified
-        log.warning("%s: some classes are too small to stratify the split; splitting at random", table.source)
-        a, b = train_test_split(idx, test_size=test_size, random_state=seed)
-
-    def take(rows, name):
-        pick = lambda seq: [seq[i] for i in rows] if seq is not None else None  # noqa: E731
-        return Table(pick(table.texts), pick(table.pairs), pick(table.labels), f"{table.source} ({name})",
-                     pick(table.rows))
-
-    return take(a, "train split"), take(b, "test split")
