@@ -88,7 +88,6 @@ def labelled(train, test, config):
     """(train table, test table): ``test`` read like ``train``, or a stratified share of it
     (``config.test_size``) when None. Warnings about the labels are logged."""
     from bertfeat.extract import check_labels, split_table
-
     from bertfeat.extract.cells import classes_of, is_multi
     from bertfeat.extract.labels import multi_reason
 

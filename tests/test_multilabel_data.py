@@ -151,7 +151,7 @@ def test_options_check_and_the_cli_flags_build_them(tmp_path):
         "'auto', or drop it"]
 
 
-def test_dataframes_and_pairs_keep_their_label_types_inside_the_tuples():
+def test_dataframes_and_pairs_keep_their_label_types_inside_the_tuples(tmp_path):
     config = make(FitConfig, {"test_size": 0.4})
     texts = [f"text {i}" for i in range(10)]
     ints = [[1, 2], [2], [], [1], [3, 1], [2, 3], [1], [3], [2, 1, 1], [3]]
@@ -162,6 +162,10 @@ def test_dataframes_and_pairs_keep_their_label_types_inside_the_tuples():
         rows = train.labels + test.labels
         assert sorted(rows) == sorted(tuple(sorted(set(v))) for v in ints)
         assert all(type(lab) is int for row in rows for lab in row)
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\nx,2;1.0\ny,\nz,4\n")  # read as text, scored as the training values
+    _, scored = labelled(frame, str(test), make(FitConfig, {"label_sep": ";"}))
+    assert scored.labels == [(1, 2), (), ("4",)]
     with pytest.raises(DataError, match=r"the train labels: lists of labels \(row 0\) beside a single label "
                                         r"\(row 2\)"):
         labelled((texts[:3], [["a"], [], "b"]), None, config)
