@@ -127,9 +127,16 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     from bertfeat.finetuning import finetune_methods, finetune_rows, mteb_finetune
     from bertfeat.steps import default_view, embed_views, list_option, run_record
 
+    from bertfeat.extract.cells import is_multi
+
+    multi = is_multi(train.labels)
+    if multi:
+        from bertfeat.benching_multi import check_multi
+
+        check_multi(config)
     halving = not config.heads and not config.features  # the default: views x heads by successive halving
     heads = list_option(config.heads, "heads") if config.heads else default_heads()
-    for name in heads:
+    for name in heads if not multi else []:  # multi-label heads are checked by their own registry
         head_info(name)
     auto = config.finetune == "auto"  # the probe decides whether a full fine-tune runs
     ft_methods = [] if auto else finetune_methods(config.finetune)
@@ -142,13 +149,17 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     texts = train.texts + test.texts
     pairs = train.pairs + test.pairs if train.pairs is not None else None
     cv = config.cv
-    if not config.samples_per_label:  # before embedding: a class too small to cross-validate fails at once
+    if not config.samples_per_label and not multi:  # before embedding: a class too small to cross-validate fails
         cv = fold_count(train.labels, config.cv, train.source)
     t0 = time.perf_counter()
     arrays, views, emb = embed_views(config, specs, texts, pairs)
     n = len(train.texts)
     split = {spec: (a[:n], a[n:]) for spec, a in arrays.items()}
     duplicates = _duplicates(split, train, test)
+    if multi:
+        from bertfeat.benching_multi import run_multi
+
+        return run_multi(config, train, test, split, views, emb, t0, duplicates)
     if config.samples_per_label:
         X_train, X_test = split[specs[0]]
         result = mteb_protocol(X_train, train.labels, X_test, test.labels, config.samples_per_label,

@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from bertfeat.errors import ConfigError, DataError
+from bertfeat.extract.cells import is_multi
 
 log = logging.getLogger("bertfeat")
 
@@ -129,8 +130,9 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : list of str, pandas Series, or (text, pair) rows
             Texts as ``BertEncoder.transform`` takes them.
-        y : sequence of labels
-            One per text; labels keep their type (integers come back from ``predict`` as integers).
+        y : sequence of labels, or of label lists
+            One per text; labels keep their type (integers come back from ``predict`` as integers). A list
+            (tuple, set) of labels per text makes the task multi-label: thresholds are then chosen by CV.
         """
         from bertfeat.classify.heads import head_info
         from bertfeat.extract.encoder import split_inputs
@@ -139,7 +141,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         texts, pairs = split_inputs(X)
         labels = _labels(y, len(texts))
         encoders = self._fresh_encoders()
-        if info.streaming:
+        if info.streaming and not is_multi(labels):
             self._fit_streaming(encoders, texts, pairs, labels)
         else:
             vectors = self._vectors(encoders, texts, pairs, write=True)
@@ -171,6 +173,10 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
                               "classes by counts it has not seen; use head='logreg'")
         if self.tune_threshold and self.select != "macro_f1":
             raise ConfigError("tune_threshold tunes the decision threshold for macro-F1: add select='macro_f1'")
+        if is_multi(y):
+            self.head_, self.selection_ = self._multi(X, y)
+            self._finish(encoders, pair, columns)
+            return self
         y = np.asarray(y)
         self.selection_ = {}
         if not self.select:
@@ -196,6 +202,31 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return head, {"select": self.select, "cv": cv, "cv_score": best.cv_score, "params": best.params,
                       "temperature": best.temperature, "threshold": info.get("threshold")}
 
+    def _multi(self, X, y):
+        """Multi-label: the head's CV out-of-fold probabilities choose its per-label calibration and decision
+        rule (``classify/thresholds.py``), then it is refit on every row."""
+        from bertfeat.classify.multibench import cross_validate
+        from bertfeat.classify.multilabel import MultiLabel, indicator, multi_head
+        from bertfeat.classify.thresholds import DEFAULT_SELECT, SELECT
+
+        select = self.select or DEFAULT_SELECT
+        if select not in SELECT:
+            raise ConfigError(f"bad select={select!r} for multi-label data; expected one of {', '.join(SELECT)}")
+        if self.class_weight or self.tune_threshold:
+            raise ConfigError("class_weight and tune_threshold are single-label options; multi-label data gets "
+                              "per-label thresholds chosen by CV instead")
+        try:
+            multi_head(self.head, self.seed)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        Y, classes = indicator(y)
+        cv = max(2, min(self.cv, len(Y)))
+        best = cross_validate({"features": X}, Y, [self.head], cv, self.seed, select, n_jobs=1)[0]
+        head = MultiLabel(multi_head(self.head, self.seed).fit(X, Y), classes, best["calibration"],
+                          best["choice"]["thresholds"], best["choice"]["at_least_one"])
+        return head, {"select": select, "cv": cv, "cv_score": best["cv_score"], "rule": best["choice"]["rule"],
+                      "at_least_one": best["choice"]["at_least_one"], "rules": best["choice"]["rules"]}
+
     def _fit_streaming(self, encoders, texts, pairs, labels, columns: dict | None = None):
         from bertfeat.cache import text_keys
         from bertfeat.classify.heads import head_info
@@ -220,14 +251,23 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
         columns = columns or {"text_col": "text", "label_col": "label", "pair_col": "pair" if pair else None}
         self.manifest_ = model_manifest(encoders, self.head, self.view(), self.head_.classes_, **columns)
+        if _is_multi_head(self.head_):
+            self.manifest_.update(task="multi-label", thresholds=[float(t) for t in self.head_.thresholds])
         self.classes_ = np.asarray(self.head_.classes_)
         self.folder_ = None
         self.run_ = {}
         self.__dict__.pop("_embedder", None)
 
     # -- prediction -------------------------------------------------------------------------------
+    @property
+    def multi_label(self) -> bool:
+        """Whether this model gives each text a set of labels (fit on label lists)."""
+        check_is_fitted(self, "head_")
+        return _is_multi_head(self.head_)
+
     def predict_proba(self, X, pairs=None) -> np.ndarray:
-        """Class probabilities, one row per text, columns in ``classes_`` order.
+        """Class probabilities, one row per text, columns in ``classes_`` order (multi-label: each label's own
+        probability, calibrated; a row does not sum to 1).
 
         Parameters
         ----------
@@ -241,10 +281,37 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             return np.empty((0, len(self.classes_)))
         return self.head_.predict_proba(self.transform_texts(texts, pairs))
 
-    def predict(self, X, pairs=None) -> np.ndarray:
-        """The most probable label of each text, of the labels' own type; arguments as ``predict_proba``."""
+    def predict(self, X, pairs=None, threshold: float | None = None):
+        """The most probable label of each text, of the labels' own type; arguments as ``predict_proba``.
+
+        Multi-label: a list of labels per text (possibly empty), those whose probability reaches their
+        threshold (the ones CV chose, or ``threshold`` for every label).
+        """
+        return self.labels_of(self.predict_proba(X, pairs), threshold)
+
+    def labels_of(self, proba: np.ndarray, threshold: float | None = None):
+        """``predict``'s answer from ``predict_proba``'s probabilities."""
         check_is_fitted(self, "head_")
-        return self.classes_[self.predict_proba(X, pairs).argmax(1)]
+        if not self.multi_label:
+            if threshold is not None:
+                raise ConfigError("threshold is for multi-label models; this one gives one label per text")
+            return self.classes_[proba.argmax(1)]
+        from bertfeat.classify.multilabel import decide
+
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ConfigError(f"bad threshold={threshold}; expected a probability between 0 and 1")
+        rule = (self.head_.thresholds, self.head_.at_least_one) if threshold is None else (threshold, False)
+        return [[c.item() if hasattr(c, "item") else c for c in self.classes_[row]] for row in decide(proba, *rule)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy; multi-label: subset accuracy (every label of a text right), as scikit-learn scores it."""
+        if not self.multi_label:
+            return super().score(X, y, sample_weight)
+        from bertfeat.classify.multilabel import indicator
+
+        truth, _ = indicator([tuple(row) for row in y], self.classes_)
+        pred, _ = indicator([tuple(row) for row in self.predict(X)], self.classes_)
+        return float(np.average((truth == pred).all(1), weights=sample_weight))
 
     def transform_texts(self, texts, pairs=None) -> np.ndarray:
         """The head's input vectors for ``texts``: every encoder of the view, concatenated."""
@@ -289,11 +356,23 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return save_classifier(self, path)
 
 
+def _is_multi_head(head) -> bool:
+    from bertfeat.classify.multilabel import MultiLabel
+
+    return isinstance(head, MultiLabel)
+
+
 def _labels(y, n: int) -> list:
-    """Labels as a list of the user's values (numpy scalars become Python ones)."""
+    """Labels as a list of the user's values (numpy scalars become Python ones); a list (tuple, set, array)
+    of labels per row: one sorted tuple per row (multi-label)."""
+    from bertfeat.extract.cells import is_list
+    from bertfeat.extract.labels import multi_labels
+
     labels = [v.item() if isinstance(v, np.generic) else v for v in (list(y) if y is not None else [])]
     if len(labels) != n:
         raise DataError(f"{n} texts but {len(labels)} labels; give one label per text")
+    if any(is_list(v) for v in labels):
+        return multi_labels(labels, False, None, "the labels", 0, None, "auto", typed=True)
     bad = next((i for i, v in enumerate(labels) if v is None or (isinstance(v, float) and v != v)), None)
     if bad is not None:
         raise DataError(f"label of row {bad} is missing ({labels[bad]!r}); give every text a label")
