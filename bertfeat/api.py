@@ -93,6 +93,7 @@ def run_fit(config: options.FitConfig, train, test=None) -> TextClassifier:
     from bertfeat.classify import evaluate
     from bertfeat.classify.heads import head_info
     from bertfeat.classify.metrics import SUMMARY
+    from bertfeat.extract.cells import is_multi
     from bertfeat.inputs import labelled
     from bertfeat.steps import embedder, run_record
 
@@ -104,12 +105,15 @@ def run_fit(config: options.FitConfig, train, test=None) -> TextClassifier:
     pair = train.pairs is not None
     texts = train.texts + test.texts
     pairs = train.pairs + test.pairs if pair else None
-    columns = {"text_col": config.text_col, "label_col": config.label_col, "pair_col": config.pair_col}
+    columns = {"text_col": config.text_col, "label_col": config.label_col, "pair_col": config.pair_col,
+               "label_sep": config.label_sep, "label_cols": config.label_cols}
     # one forward pass for train and test texts, committed to the cache
-    emb = embedder(config, encoders)(texts, pairs, progress=config.progress, load=not info.streaming)
+    # multi-label: sgd fits one-vs-rest in memory like the other heads (its stream is one label per text)
+    stream = info.streaming and not is_multi(train.labels)
+    emb = embedder(config, encoders)(texts, pairs, progress=config.progress, load=not stream)
     n = len(train.texts)
     t0 = time.perf_counter()
-    if info.streaming:
+    if stream:
         clf._fit_streaming(encoders, train.texts, train.pairs, train.labels, columns)
         fit_seconds = time.perf_counter() - t0
         pred = clf.predict(test.texts, test.pairs)
@@ -119,9 +123,12 @@ def run_fit(config: options.FitConfig, train, test=None) -> TextClassifier:
         clf.fit_vectors(X[:n], train.labels, encoders, pair, columns)
         fit_seconds = time.perf_counter() - t0
         pred = clf.head_.predict(X[n:])
-    metrics = evaluate(test.labels, pred)
+    if clf.multi_label:
+        metrics, keys = _multi_metrics(clf, X[n:], test.labels), MULTI_SUMMARY
+    else:
+        metrics, keys = evaluate(test.labels, pred), SUMMARY
     clf.embedding_ = emb
-    summary = {"metrics": {k: metrics[k] for k in SUMMARY}, "fit_seconds": fit_seconds, "n_train": n,
+    summary = {"metrics": {k: metrics[k] for k in keys}, "fit_seconds": fit_seconds, "n_train": n,
                "n_test": len(test.texts), **clf.selection_}
     clf.run_ = run_record("fit", config, emb, summary)
     clf.report_ = {**metrics, **clf.selection_, "fit_seconds": round(fit_seconds, 3), "n_train": n,
@@ -129,6 +136,19 @@ def run_fit(config: options.FitConfig, train, test=None) -> TextClassifier:
                    "n_test": len(test.texts), "head": config.head, "features": clf.view(), "model": config.model,
                    "embedding": emb.summary()}
     return clf
+
+
+MULTI_SUMMARY = ("macro_f1", "micro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "jaccard")
+
+
+def _multi_metrics(clf, X_test, labels) -> dict:
+    """A multi-label model's test figures (``classify/thresholds.py``) from the test vectors."""
+    from bertfeat.classify.multilabel import indicator
+    from bertfeat.classify.thresholds import evaluate_multi
+
+    proba = clf.head_.predict_proba(X_test)
+    Y, _ = indicator(labels, clf.classes_)
+    return evaluate_multi(Y, clf.head_.predict(X_test), proba, clf.classes_, clf.head_.thresholds)
 
 
 def bench(train, test=None, **options_) -> BenchResult:

@@ -277,7 +277,8 @@ def _fitted(config, head, head_name: str, features: str, encoders, pair: bool):
                          cache_dir=config.cache_dir)
     clf.head_ = head
     clf._finish(encoders, pair, {"text_col": config.text_col, "label_col": config.label_col,
-                                 "pair_col": config.pair_col})
+                                 "pair_col": config.pair_col, "label_sep": config.label_sep,
+                                 "label_cols": config.label_cols})
     return clf
 
 

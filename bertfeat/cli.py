@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a pickled head (lgbm): unpickling runs code from the folder; only for folders you trust")
     p.add_argument("--cache-write", action="store_true",
                    help="store the vectors computed here in the cache (default: read it only, add nothing)")
+    p.add_argument("--threshold", type=float, metavar="P",
+                   help="multi-label models: give a text every label of probability >= P (default: the per-label "
+                        "thresholds chosen by cross-validation, kept in the model folder)")
     _runtime_flags(p)
     _output_flags(p)
 

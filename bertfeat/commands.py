@@ -52,6 +52,7 @@ def cmd_embed(args):
 def cmd_fit(args):
     from bertfeat.api import run_fit
     from bertfeat.classify import format_report
+    from bertfeat.classify.thresholds import format_multi_report
     from bertfeat.steps import check_out, default_out
 
     config = o.from_namespace(o.FitConfig, args)
@@ -67,11 +68,17 @@ def cmd_fit(args):
         chosen = clf.selection_
         print(f"head {config.head} on {config.model} {clf.view()} ({report['dims']} dims): "
               f"{report['n_train']} train, {report['n_test']} test texts; fit {report['fit_seconds']:.1f} s\n")
-        if chosen:
-            print(f"chosen by {chosen['cv']}-fold CV {chosen['select']}: {chosen['params'] or 'defaults'} "
-                  f"(cv {chosen['cv_score']:.4f}); temperature {chosen['temperature']:.3f}"
-                  + (f"; threshold {chosen['threshold']['threshold']:.2f}" if chosen.get("threshold") else "") + "\n")
-        print(format_report(report))
+        if clf.multi_label:
+            print(f"thresholds chosen by {chosen['cv']}-fold CV {chosen['select']}: {chosen['rule']} rule"
+                  f"{', at least one label a text' if chosen['at_least_one'] else ''} (cv {chosen['cv_score']:.4f})\n")
+            print(format_multi_report(report))
+        else:
+            if chosen:
+                print(f"chosen by {chosen['cv']}-fold CV {chosen['select']}: {chosen['params'] or 'defaults'} "
+                      f"(cv {chosen['cv_score']:.4f}); temperature {chosen['temperature']:.3f}"
+                      + (f"; threshold {chosen['threshold']['threshold']:.2f}" if chosen.get("threshold") else "")
+                      + "\n")
+            print(format_report(report))
         print(f"\nmodel saved to {model_dir}")
     return {**report, "model_dir": model_dir}, 0
 
@@ -176,9 +183,15 @@ def cmd_predict(args):
         manifest = clf.manifest_
         table = read_table(args.data, manifest["text_col"], manifest["label_col"], manifest["pair_col"],
                            args.encoding, args.drop_empty, label_optional=True,
-                           columns_from=f"the model in {args.model_dir} (fit with these columns)")
+                           columns_from=f"the model in {args.model_dir} (fit with these columns)",
+                           label_sep=manifest.get("label_sep"), label_cols=manifest.get("label_cols"),
+                           task="multi" if clf.multi_label else "auto")
         texts, pairs, labels = table.texts, table.pairs, table.labels
     proba = clf.predict_proba(texts, pairs=pairs)
+    if clf.multi_label:
+        return _predict_multi(args, clf, texts, pairs, labels, proba)
+    if args.threshold is not None:
+        raise BertfeatError("--threshold is for multi-label models; this one gives one label per text")
     classes = list(clf.classes_)
     best = proba.argmax(1)
     rows = [{"text": t, "label": _plain(classes[b]), "proba": round(float(p[b]), 6)}
@@ -201,6 +214,43 @@ def cmd_predict(args):
         print(f"{str(r['label']):<{width}}{r['proba']:.3f}    {r['text']}{pair}")
     if accuracy is not None:
         print(f"\naccuracy {accuracy:.4f} on {len(rows)} labelled texts")
+    return rows, 0
+
+
+def _predict_multi(args, clf, texts, pairs, labels, proba):
+    """predict for a multi-label model: every label a text gets, with each label's probability."""
+    import numpy as np
+
+    from bertfeat.classify.multilabel import indicator
+    from bertfeat.classify.thresholds import evaluate_multi
+
+    classes = [_plain(c) for c in clf.classes_]
+    given = clf.labels_of(proba, args.threshold)
+    rows = [{"text": t, "labels": g, "probas": {str(c): round(float(v), 6) for c, v in zip(classes, p)}}
+            for t, g, p in zip(texts, given, proba)]
+    for row, pair in zip(rows, pairs or []):
+        row["pair"] = pair
+    scores = None
+    if labels is not None:
+        for row, true in zip(rows, labels):
+            row["true_labels"] = list(true)
+        Y, _ = indicator(labels, clf.classes_)
+        D, _ = indicator([tuple(g) for g in given], clf.classes_)
+        thresholds = np.full(len(classes), args.threshold) if args.threshold is not None else clf.head_.thresholds
+        scores = evaluate_multi(Y, D, proba, classes, thresholds)
+        line = (f"macro-F1 {scores['macro_f1']:.4f}, micro-F1 {scores['micro_f1']:.4f}, subset accuracy "
+                f"{scores['subset_accuracy']:.4f} on {len(rows)} labelled texts")
+        if args.json:  # the table prints it on stdout
+            log.info(line)
+    if args.json:
+        return rows, 0
+    sep = clf.manifest_.get("label_sep") or "; "
+    for r in rows:
+        shown = sep.join(f"{lab} ({r['probas'][str(lab)]:.2f})" for lab in r["labels"]) or "(none)"
+        pair = f"  |  {r['pair']}" if "pair" in r else ""
+        print(f"{shown:<40}  {r['text']}{pair}")
+    if scores is not None:
+        print(f"\n{line}")
     return rows, 0
 
 

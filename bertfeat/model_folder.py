@@ -24,7 +24,8 @@ AGREEMENT = {"bf16": ">= 0.9999", "fp16": ">= 0.999", "int8": "~0.99 (>= 0.95 pe
 
 
 def model_manifest(encoders, head_name: str, features: str, labels, text_col: str = "text",
-                   label_col: str = "label", pair_col: str | None = None) -> dict:
+                   label_col: str = "label", pair_col: str | None = None, label_sep: str | None = None,
+                   label_cols: str | None = None) -> dict:
     """The manifest of a head fit on ``encoders``' vectors (``save_model_dir`` adds files and format).
 
     Parameters
@@ -39,6 +40,8 @@ def model_manifest(encoders, head_name: str, features: str, labels, text_col: st
         The head's ``classes_``.
     text_col, label_col, pair_col : str
         Columns ``predict --data`` reads; ``pair_col`` None for single texts.
+    label_sep, label_cols : str or None
+        How a multi-label file's labels were read (``predict --data`` reads them back the same way).
     """
     from bertfeat.extract import model as model_io
 
@@ -48,6 +51,7 @@ def model_manifest(encoders, head_name: str, features: str, labels, text_col: st
     return {
         "head": head_name, "features": features, "labels": [c.item() if hasattr(c, "item") else c for c in labels],
         "text_col": text_col, "label_col": label_col, "pair_col": pair_col,
+        **{k: v for k, v in (("label_sep", label_sep), ("label_cols", label_cols)) if v is not None},
         "encoders": [{k: e.get_params()[k] for k in ENCODER_KEYS} for e in encoders],
         "model_id": model_io.model_id(model_io.resolve_model_dir(first.model)),
         "trained_with": {"precision": precision, "runtime": runtime, "device": device,

@@ -121,3 +121,23 @@ def evaluate_multi(Y: np.ndarray, D: np.ndarray, P: np.ndarray, classes, thresho
                                  "f1": float(f1[j]), "threshold": float(thresholds[j])}
                         for j, c in enumerate(classes)}
     return out
+
+
+def format_multi_report(metrics: dict, max_labels: int = 40) -> str:
+    """A readable table of ``evaluate_multi``'s figures: the summary, then one line per label (worst F1
+    first when there are many)."""
+    lines = [f"{k:<22}{metrics[k]:>8.4f}" for k in (*SELECT, "hamming_loss") if metrics.get(k) is not None]
+    if metrics.get("roc_auc") is not None:
+        lines.append(f"{'roc_auc (macro)':<22}{metrics['roc_auc']:>8.4f}")
+    lines.append(f"{'labels per text':<22}{metrics['cardinality']:>8.2f} true, {metrics['predicted_cardinality']:.2f} "
+                 "predicted")
+    per = metrics["per_label"]
+    names = sorted(per, key=lambda n: per[n]["f1"])[:max_labels] if len(per) > max_labels else list(per)
+    lines.append(f"\nper label ({max_labels} lowest F1 of {len(per)}):" if len(per) > max_labels else "\nper label:")
+    width = max(12, min(40, max(len(n) for n in names) + 2))
+    lines.append(f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}{'threshold':>11}")
+    for name in names:
+        r = per[name]
+        lines.append(f"{name[:width - 1]:<{width}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}"
+                     f"{r['support']:>9d}{r['threshold']:>11.2f}")
+    return "\n".join(lines)
