@@ -6,7 +6,8 @@ declared there. ``check`` then asks what scikit-learn's code takes for granted a
 an SVM's support counts sum to its support vectors (libsvm reads past its arrays otherwise: a crafted
 file segfaulted ``predict``), k nearest neighbours' label indexes lie within ``classes_``, coefficient
 rows match the classes, and one vector width runs through every pipeline, wrapper and vote. Last,
-``probe``: a few random vectors must come out as probabilities.
+``probe``: a few random vectors must come out as probabilities. ``head_check_multi`` adds the multi-label
+heads to these tables when imported (``persist`` imports it).
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ class Arr(NamedTuple):
 
 
 class Info(NamedTuple):
-    """What a fitted object reads and gives: vector width in, classes (or columns) out."""
+    """What a fitted object reads and gives: vector width in, classes (or columns, or labels) out."""
     n_in: int
     n_out: int
     classifier: bool
+    multi_label: bool = False  # one probability per label, each within [0, 1], not rows that sum to 1
 
 
 LABELS, F1, F2, I1 = Arr(1, "Uib"), Arr(1), Arr(2), Arr(1, "i")
@@ -97,12 +99,13 @@ def check(head) -> Info:
 
 
 def probe(head, info: Info) -> None:
-    """Four random vectors must come out as finite probabilities, one column per class."""
+    """Four random vectors must come out as finite probabilities, one column per class (rows sum to 1) or
+    per label (each within [0, 1])."""
     X = np.random.default_rng(0).standard_normal((4, info.n_in)).astype(np.float32)
     with np.errstate(all="ignore"):
         proba = np.asarray(head.predict_proba(X), dtype=float)
     if (proba.shape != (4, info.n_out) or not np.isfinite(proba).all() or (proba < 0).any()
-            or not np.allclose(proba.sum(1), 1, atol=1e-3)):
+            or not ((proba <= 1 + 1e-9).all() if info.multi_label else np.allclose(proba.sum(1), 1, atol=1e-3))):
         raise ValueError("it does not turn test vectors into probabilities")
 
 
@@ -127,7 +130,8 @@ def _check(obj, memo: dict) -> Info | None:
         raise ValueError(f"{name} lacks {', '.join(missing[:5])}")
     if hasattr(type(obj), "_parameter_constraints"):
         obj._validate_params()  # scikit-learn's own check of every parameter (kernel, metric, ...)
-    memo[id(obj)] = info = CONSISTENT[name](obj, memo) if fitted or name == "Pipeline" else None
+    # a class that declares no fitted state (Pipeline, MultiLabel) holds it all in its parameters
+    memo[id(obj)] = info = CONSISTENT[name](obj, memo) if fitted or not declared else None
     return info
 
 
@@ -195,7 +199,8 @@ def _width(obj, n=None) -> int:
 
 def _member(obj, member, memo: dict, k: int | None = None) -> Info:
     info = memo.get(id(member))
-    _need(info is not None and info.classifier, obj, f"member {type(member).__name__} is not a fitted classifier")
+    _need(info is not None and info.classifier and not info.multi_label, obj,
+          f"member {type(member).__name__} is not a fitted classifier of one label per row")
     _need(k is None or info.n_out == k, obj, f"member {type(member).__name__} has {info.n_out} classes, not {k}")
     return info
 
