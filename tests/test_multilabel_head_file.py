@@ -237,6 +237,17 @@ def test_a_crafted_multi_label_head_is_refused_in_one_line(kind, craft, words, h
     assert "\n" not in str(caught.value)
 
 
+def test_a_multi_label_head_is_no_member_of_a_single_label_vote(heads):
+    """A vote's argmax over per-label probabilities would pick one label as if they summed to 1."""
+    from bertfeat.classify import persist
+    from bertfeat.classify.ensemble import SoftVote
+
+    vote = SoftVote.from_fitted([("a", heads["logreg"]), ("b", heads["neighbours"])], [1.0, 1.0])
+    vote.classes_ = np.array(LABELS)
+    with pytest.raises(ValueError, match="member MultiLabel is not a fitted classifier of one label per row"):
+        persist.loads(persist.dumps(vote))
+
+
 # -- fuzzing ---------------------------------------------------------------------------------------
 def _parts(blob: bytes):
     with np.load(io.BytesIO(blob)) as npz:
