@@ -57,7 +57,7 @@ class BenchResult:
     def save(self, path: str) -> str:
         """Write ``path/best-model`` (a model folder) and the report (results.json, results.md, plots);
         returns the absolute path. ``path`` must be new or empty."""
-        from bertfeat.classify.report import write_report
+        from bertfeat.classify import report, report_multi
         from bertfeat.steps import check_out
 
         if self.best is None:
@@ -65,8 +65,9 @@ class BenchResult:
         check_out(path)
         self.best.save(os.path.join(path, "best-model"))
         r = self._report
-        write_report(path, self.rows, self.best_row, r["metrics"], r["context"], r["probas"],
-                     list(map(str, self.best.classes_)), r["y_test"], r.get("texts"), self._facts(path))
+        write = report_multi.write_report if r["context"].get("task") == "multi-label" else report.write_report
+        write(path, self.rows, self.best_row, r["metrics"], r["context"], r["probas"],
+              list(map(str, self.best.classes_)), r["y_test"], r.get("texts"), self._facts(path))
         if self.label_issues is not None:
             from bertfeat.cache import atomic_write
 

@@ -116,13 +116,19 @@ def cmd_bench(args):
 
         tracked = {"mlflow": log_bench(res, out, config.track)}
     best = res.best_row
-    if not args.json:
+    if not args.json and res.selection.get("task") == "multi-label":
+        from bertfeat.classify.report_multi import COLUMNS, best_line
+
+        print(table(res.rows, COLUMNS))
+        print(f"\n{best_line(best, res._report['context'])}; model saved to {model_dir}")
+    elif not args.json:
         print(table(res.rows))
         for s in res.selection["skipped"]:
             print(f"skipped {s['head']} on {s['features']}: {s['why']}")
         print(f"\nbest by {res._report['context']['cv']}-fold CV {config.select}: {best['head']} on "
               f"{best['features']} (cv {best['cv_score']:.4f}, test accuracy {best['accuracy']:.4f}, ECE "
               f"{best['ece_raw']:.4f} -> {best['ece']:.4f} calibrated); model saved to {model_dir}")
+    if not args.json:
         print(f"report: {', '.join(os.path.join(out, n) for n in sorted(os.listdir(out)) if n != 'best-model')}")
         if res.finetune_probe:  # the advice line last, where a reader finishes
             auto = res.finetune_probe.get("auto")

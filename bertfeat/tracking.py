@@ -33,7 +33,10 @@ MODEL_CODE = "import mlflow\nfrom bertfeat.tracking import BertfeatModel\n\nmlfl
 # a candidate's figures logged as metrics, where the row has them (a screened row has no test scores)
 METRICS = ("cv_score", "cv_accuracy", "cv_macro_f1", "cv_std_accuracy", "cv_std_macro_f1", "accuracy", "macro_f1",
            "macro_precision", "macro_recall", "log_loss", "ece", "log_loss_raw", "ece_raw", "temperature",
-           "fit_seconds", "predict_seconds", "predict_ms_per_1k", "average_precision", "roc_auc")
+           "fit_seconds", "predict_seconds", "predict_ms_per_1k", "average_precision", "roc_auc",
+           # multi-label rows (classify/multibench.py)
+           "micro_f1", "samples_f1", "subset_accuracy", "jaccard", "hamming_loss", "micro_precision", "micro_recall",
+           "samples_precision", "samples_recall", "cardinality", "predicted_cardinality")
 
 
 class BertfeatModel(PythonModel):
@@ -77,8 +80,10 @@ def log_bench(result, out: str, track) -> dict:
         mlflow.log_params({**_data_params(context.get("train"), context.get("test")),
                            "n_train": context["n_train"], "n_test": context["n_test"], "model": result.config.model,
                            "model_id": _model_id(os.path.join(out, "best-model")), "seed": result.config.seed,
-                           "cv": context["cv"], "select": result.config.select, "best_head": best["head"],
-                           "best_features": best["features"], "best_params": json.dumps(best.get("params") or {})})
+                           # context's select: a multi-label bench's default is macro_f1, not the config's
+                           "cv": context["cv"], "select": context["select"], "best_head": best["head"],
+                           "best_features": best["features"], "best_params": json.dumps(best.get("params") or {}),
+                           "task": context.get("task", "single-label")})
         mlflow.set_tags({f"version.{k}": str(v) for k, v in (result.best.run_ or {}).get("versions", {}).items()})
         dups = result.duplicates or {}
         mlflow.log_metrics({**_metrics(best), "bench_seconds": result.seconds,

@@ -13,7 +13,8 @@ COLUMNS = [("head", "{:<9}"), ("features", "{:<22}"), ("cv_score", "{:>9.4f}"), 
 HEADERS = {"head": "head", "features": "features", "cv_score": "cv score", "accuracy": "accuracy",
            "macro_f1": "macro-F1", "macro_precision": "macro-P", "macro_recall": "macro-R", "log_loss": "log loss",
            "ece_raw": "ECE raw", "ece": "ECE cal", "fit_seconds": "fit s", "predict_ms_per_1k": "ms/1k",
-           "fold1": "fold-1 score"}
+           "fold1": "fold-1 score", "micro_f1": "micro-F1", "samples_f1": "samples-F1",
+           "subset_accuracy": "subset acc", "hamming_loss": "Hamming loss", "jaccard": "Jaccard", "roc_auc": "ROC-AUC"}
 
 
 def _cell(fmt: str, value) -> str:
@@ -43,7 +44,8 @@ def probe_line(context: dict) -> str | None:
 
 def screened(r: dict) -> bool:
     """A candidate that successive halving stopped after its first fold: one fold's score, no test scores."""
-    return r.get("accuracy") is None and not r.get("fine_tuned")
+    # macro-F1, not accuracy: every scored row has it, single- or multi-label (whose rows have no accuracy)
+    return r.get("macro_f1") is None and not r.get("fine_tuned")
 
 
 def _fixed(results: list[dict], columns: list[tuple]) -> list[str]:
@@ -61,10 +63,11 @@ def _fixed(results: list[dict], columns: list[tuple]) -> list[str]:
     return lines
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], columns: list[tuple] = COLUMNS) -> str:
     """Fixed-width table, one row per (head, features), in the order given (sorted by CV score); the
-    candidates stopped after round 1 follow under their own heading, with their first fold's score."""
-    lines = _fixed([r for r in results if not screened(r)], COLUMNS)
+    candidates stopped after round 1 follow under their own heading, with their first fold's score.
+    ``columns``: (key, format) pairs; multi-label rows have their own (``report_multi.COLUMNS``)."""
+    lines = _fixed([r for r in results if not screened(r)], columns)
     stopped = [r for r in results if screened(r)]
     if stopped:
         lines += ["", "stopped after round 1 (scored on the first fold only; not a CV mean, no test scores):"]
@@ -84,20 +87,21 @@ def _md_cell(r: dict, c: str, select: str) -> str:
     return str(v)
 
 
+def md_table(results: list[dict], cols: list[str], select: str) -> list[str]:
+    """The fully scored rows as a Markdown table of ``cols`` and their params."""
+    return (["| " + " | ".join(HEADERS[c] for c in cols) + " | params |", "|" + "---|" * (len(cols) + 1)]
+            + ["| " + " | ".join(_md_cell(r, c, select) for c in cols) + f" | {params_text(r['params'])} |"
+               for r in results if not screened(r)])
+
+
 def markdown(results: list[dict], best: dict, context: dict) -> str:
-    cols = [c for c, _ in COLUMNS]
     select = context.get("select", "accuracy")
     out = [f"# bench: {context.get('train')} -> {context.get('test')}", "",
            f"Encoder `{context.get('model')}`; {context.get('n_train')} train / {context.get('n_test')} test texts; "
            f"{context.get('cv')}-fold CV on the training set picks the best by {select} "
            f"(tuned: {context.get('tune')}); cv score is the mean ± std over folds. log loss and ECE (15 bins) "
            "on the test set: ECE raw before, ECE cal after temperature scaling fit on out-of-fold "
-           "probabilities.", "",
-           "| " + " | ".join(HEADERS[c] for c in cols) + " | params |",
-           "|" + "---|" * (len(cols) + 1)]
-    for r in results:
-        if not screened(r):
-            out.append("| " + " | ".join(_md_cell(r, c, select) for c in cols) + f" | {params_text(r['params'])} |")
+           "probabilities.", "", *md_table(results, [c for c, _ in COLUMNS], select)]
     stopped = [r for r in results if screened(r)]
     if stopped:
         out += ["", "## Stopped after round 1", "",
@@ -135,7 +139,7 @@ def write_report(out: str, results: list[dict], best: dict, best_metrics: dict, 
     atomic_write(os.path.join(out, "results.html"), lambda fh: fh.write(report.encode()))
     names = ["results.json", "results.md", "results.html", "comparison.png", "confusion.png"]
     paths = [os.path.join(out, n) for n in names]
-    _comparison_plot(results, paths[3])
+    comparison_plot(results, paths[3])
     _confusion_plot(best_metrics, f"{best['head']} on {best['features']}", paths[4])
     if probas is not None:
         paths.append(os.path.join(out, "reliability.png"))
@@ -173,22 +177,26 @@ def _save(fig, path: str) -> None:
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
 
 
-def _comparison_plot(results: list[dict], path: str) -> None:
+SCORES = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))  # the comparison plot's two test scores
+
+
+def comparison_plot(results: list[dict], path: str, scores=SCORES) -> None:
     """Horizontal bars, one row per scored candidate: its name on its own line of the y axis, so long
-    view names never run into each other."""
+    view names never run into each other. ``scores``: the two (key, name) test scores drawn side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [r for r in results if r.get("accuracy") is not None]  # screened-out rows have no test score
+    (a, a_name), (b, b_name) = scores
+    results = [r for r in results if r.get(a) is not None]  # screened-out rows have no test score
     labels = [f"{r['head']}  {r['features']}" for r in results]
     y = np.arange(len(results))
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 1.2 + 0.42 * len(results)), sharey=True,
                                   gridspec_kw={"width_ratios": [2, 1]})
-    ax.barh(y - 0.2, [r["accuracy"] for r in results], 0.4, label="accuracy")
-    ax.barh(y + 0.2, [r["macro_f1"] for r in results], 0.4, label="macro-F1")
-    low = min(min(r["accuracy"], r["macro_f1"]) for r in results)
+    ax.barh(y - 0.2, [r[a] for r in results], 0.4, label=a_name)
+    ax.barh(y + 0.2, [r[b] for r in results], 0.4, label=b_name)
+    low = min(min(r[a], r[b]) for r in results)
     ax.set_xlim(max(0, low - 0.05), 1)
     ax.set_xlabel("test score")
     ax.set_yticks(y, labels, fontsize=8)
@@ -197,7 +205,7 @@ def _comparison_plot(results: list[dict], path: str) -> None:
     ax.grid(axis="x", alpha=0.3)
     ax2.barh(y, [r["fit_seconds"] for r in results], 0.5, color="gray")
     ax2.set_xlabel("fit s (tuning incl.)")
-    fig.suptitle("bench: test accuracy / macro-F1 and fit time")
+    fig.suptitle(f"bench: test {a_name} / {b_name} and fit time")
     _save(fig, path)
     plt.close(fig)
 

@@ -62,23 +62,26 @@ def _cv(r: dict, select: str) -> str:
     return cell + (" (val)" if r.get("fine_tuned") else "")
 
 
-def leaderboard(rows: list[dict], best: dict, select: str, chosen_bytes) -> str:
-    """The fully scored rows: the chosen one marked, the best value of each column in green."""
+def leaderboard(rows: list[dict], best: dict, select: str, chosen_bytes, columns: list[tuple] = COLUMNS) -> str:
+    """The fully scored rows: the chosen one marked, the best value of each column in green. ``columns``:
+    (key, title, better, format); multi-label rows have their own (``report_multi.HTML_COLUMNS``)."""
     rows = [{**r, "size": chosen_bytes if is_chosen(r, best) and chosen_bytes else r.get("head_bytes")} for r in rows]
     tops = {}
-    for col, _, better, _ in COLUMNS + [("cv_score", "", "max", "")]:
+    for col, _, better, _ in columns + [("cv_score", "", "max", "")]:
         values = [r[col] for r in rows if r.get(col) is not None]
         if values:
             tops[col] = max(values) if better == "max" else min(values)
+    # multi-label rows have one nested-CV score each, no spread over folds
+    spread = " mean ± std" if any(r.get(f"cv_std_{select}") is not None for r in rows) else ""
     head = ("<tr><th>#</th><th class=t>head</th><th class=t>view</th><th class=t>params</th>"
-            f"<th>CV {esc(select)} mean ± std</th>" + "".join(f"<th>{t}</th>" for _, t, _, _ in COLUMNS) + "</tr>")
+            f"<th>CV {esc(select)}{spread}</th>" + "".join(f"<th>{t}</th>" for _, t, _, _ in columns) + "</tr>")
     out = [f'<table id="leaderboard">{head}']
     for i, r in enumerate(rows, 1):
         chosen = is_chosen(r, best)
         cells = [f"<td>{i}{' ★ chosen' if chosen else ''}</td>", f"<td class=t>{esc(r['head'])}</td>",
                  f"<td class=v>{_view(r['features'])}</td>", f"<td class=p>{esc(_short_params(r))}</td>",
                  _td(_cv(r, select), r.get("cv_score") is not None and r.get("cv_score") == tops.get("cv_score"))]
-        for col, _, _, fmt in COLUMNS:
+        for col, _, _, fmt in columns:
             v = r.get(col)
             shown = "–" if v is None else size_text(v) if fmt is None else fmt.format(v)
             cells.append(_td(shown, v is not None and v == tops.get(col)))
@@ -151,9 +154,10 @@ def facts_table(context: dict, facts: dict) -> str:
                                      f"{detail})"))
     rows += [("encoder", f"<code>{esc(context.get('model'))}</code>"),
              ("model_id", f"<code>{esc(facts.get('model_id', '–'))}</code>"),
-             ("selection", esc(f"{context.get('cv')}-fold CV by {context.get('select')}, tuned: {context.get('tune')}, "
-                               f"class weight: {context.get('class_weight')}; "
-                               f"{(context.get('selection') or {}).get('candidates', '?')} candidates scored")),
+             ("selection", esc(", ".join([f"{context.get('cv')}-fold CV by {context.get('select')}"] + [
+                 f"{name}: {context[key]}" for key, name in (("tune", "tuned"), ("class_weight", "class weight"))
+                 if key in context])  # single-label options; a multi-label context has neither
+                 + f"; {(context.get('selection') or {}).get('candidates', '?')} candidates scored")),
              ("seed", esc(facts.get("seed", "–"))),
              ("wall time", esc(f"{context.get('bench_seconds', 0):.1f} s (embedding, CV, refits, test scores)")),
              ("created", esc(facts.get("created", "–"))),

@@ -190,9 +190,10 @@ def bars(names: list[str], values: list[float], notes: list[str], name: str, xla
     return _svg(W, H, body, name)
 
 
-def reliability(series: list[tuple]) -> str:
-    """Accuracy against confidence per bin for ``(name, confidence, accuracy)`` series; the diagonal is
-    perfect calibration."""
+def reliability(series: list[tuple], xlabel: str = "confidence (top class probability)",
+                ylabel: str = "accuracy") -> str:
+    """Accuracy against confidence per bin for ``(name, confidence, accuracy)`` series (or any observed
+    rate against a predicted probability: ``xlabel``, ``ylabel``); the diagonal is perfect calibration."""
     S, L, T, B = 340, 56, 16, 46
     W, H = L + S + 20, T + S + B
 
@@ -204,7 +205,7 @@ def reliability(series: list[tuple]) -> str:
 
     ticks = [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     body = _axes(L, T, L + S, T + S, [(v, f"{v:g}") for v in ticks], ticks, fx, fy,
-                 "confidence (top class probability)", "accuracy")
+                 xlabel, ylabel)
     body.append(f'<line x1="{fx(0)}" y1="{fy(0)}" x2="{fx(1)}" y2="{fy(1)}" stroke="#999" stroke-dasharray="4 3"/>')
     for k, ((name, conf, acc), color) in enumerate(zip(series, ("#ff7f0e", "#1f77b4"))):
         pts = " ".join(f"{fx(c):.1f},{fy(a):.1f}" for c, a in zip(conf, acc))
