@@ -17,22 +17,24 @@ from sklearn.utils.validation import check_is_fitted
 EPS = 1e-6
 
 
-def indicator(rows, classes=None) -> tuple[np.ndarray, np.ndarray]:
-    """Label tuples (one per text) -> (Y, classes): Y[i, j] = 1 when text i has label ``classes[j]``.
+def indicator(rows, classes=None) -> tuple[np.ndarray, list]:
+    """Label tuples (one per text) -> (Y, classes): Y[i, j] = 1 when text i has label ``classes[j]``
+    (``classes`` a plain list: a model folder stores it as such, without pickle).
 
     ``classes`` None: every label seen, sorted. A label outside given ``classes`` is ignored (a test
     label the model never learned: it can only be missed, and ``unseen`` counts it).
     """
     if classes is None:
-        classes = np.asarray(sorted({lab for row in rows for lab in row}, key=str), dtype=object)
-    where = {c: j for j, c in enumerate(np.asarray(classes).tolist())}
+        classes = sorted({lab for row in rows for lab in row}, key=str)
+    classes = [c.item() if isinstance(c, np.generic) else c for c in classes]
+    where = {c: j for j, c in enumerate(classes)}
     Y = np.zeros((len(rows), len(where)), dtype=np.int8)
     for i, row in enumerate(rows):
         for lab in row:
             j = where.get(lab)
             if j is not None:
                 Y[i, j] = 1
-    return Y, np.asarray(classes, dtype=object)
+    return Y, classes
 
 
 def unseen(rows, classes) -> dict:
@@ -90,17 +92,20 @@ class SigmoidNet(BaseEstimator):
     lr : float, default=3e-3
     weight_decay : float, default=1e-4
     epochs : int, default=20
+    min_steps : int, default=500
+        More epochs on a small training set, so it still gets this many optimizer steps.
     batch_size : int, default=256
     random_state : int, default=0
     """
 
-    def __init__(self, hidden=0, dropout=0.2, lr=3e-3, weight_decay=1e-4, epochs=20, batch_size=256,
+    def __init__(self, hidden=0, dropout=0.2, lr=3e-3, weight_decay=1e-4, epochs=20, min_steps=500, batch_size=256,
                  random_state=0):
         self.hidden = hidden
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.random_state = random_state
 
@@ -120,10 +125,11 @@ class SigmoidNet(BaseEstimator):
         net = nn.Sequential(*layers, nn.Linear(self.hidden or X.shape[1], Y.shape[1]))
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         per_epoch = -(-len(X) // self.batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=self.epochs * per_epoch)
+        epochs = max(self.epochs, -(-self.min_steps // per_epoch))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=epochs * per_epoch)
         loss_fn = nn.BCEWithLogitsLoss()
         net.train()
-        for _ in range(self.epochs):
+        for _ in range(epochs):
             for rows in torch.randperm(len(X), generator=gen).split(self.batch_size):
                 opt.zero_grad()
                 loss_fn(net(Xt[rows]), Yt[rows]).backward()
