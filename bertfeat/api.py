@@ -205,7 +205,10 @@ def run_labels(config: options.LabelsConfig, train):
     from bertfeat.classify.tuning import fold_count
     from bertfeat.steps import default_view, embed_views
 
+    from bertfeat.inputs import require_single
+
     head_info(config.head)
+    require_single(train, "labels (confident learning)")
     cv = fold_count(train.labels, config.cv, train.source)
     view = config.features or default_view(config)
     arrays, _, _ = embed_views(config, [view], train.texts, train.pairs)

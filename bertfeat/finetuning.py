@@ -193,6 +193,9 @@ def print_report(result: dict, metrics: dict) -> None:
 def run_finetune(config, train, test, out: str | None = None) -> dict:
     """``finetune``: tune on ``train`` (a Table), score on ``test``, write the model folder ``out`` (default:
     runs/<time>-finetune-<method>, or the unfinished run of the same settings, which resumes)."""
+    from bertfeat.inputs import require_single
+
+    require_single(train, "finetune")
     return train_and_save(config, config.method, train, test, out, config.progress)
 
 

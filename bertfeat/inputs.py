@@ -130,3 +130,12 @@ def aligned(labels, classes):
     if is_multi(labels):
         return [sorted_labels(map(one, row)) for row in labels]
     return [one(v) for v in labels]
+
+
+def require_single(table, what: str) -> None:
+    """A one-line DataError for multi-label data given to ``what``, which learns one label per text."""
+    from bertfeat.extract.cells import is_multi
+
+    if is_multi(table.labels):
+        raise DataError(f"{table.source}: multi-label (a list of labels per row), but {what} learns one label per "
+                        "text; use fit or bench, which take label lists")

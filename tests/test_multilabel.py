@@ -121,3 +121,10 @@ def test_threshold_is_refused_by_a_single_label_model(demo_model, cache):
     done = run_main("predict", "--model-dir", demo_model["model_dir"], "--text", "hi", "--threshold", "0.5",
                     cache=cache, check=2)
     assert "multi-label" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["finetune", "labels"])
+def test_commands_for_one_label_per_text_refuse_label_lists(files, cache, command, tmp_path):
+    done = run_main(command, "--train", files["train"], "--out", tmp_path / "out", "--quiet", cache=cache, check=2)
+    assert "multi-label" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
