@@ -33,7 +33,7 @@ def _estimator(kind: str):
     from bertfeat.classify.multilabel import NeighbourLabels, SigmoidNet, multi_head
 
     if kind.startswith("sigmoid"):
-        return SigmoidNet(hidden=int(kind[len("sigmoid"):]), epochs=5, batch_size=16)
+        return SigmoidNet(hidden=int(kind[len("sigmoid"):]), epochs=5, min_steps=0, batch_size=16)
     return NeighbourLabels(n_neighbors=5) if kind == "neighbours" else multi_head(kind)
 
 
@@ -269,7 +269,7 @@ def _assert_label_probabilities(proba, rows: int, labels: int):
     assert ((proba >= 0) & (proba <= 1)).all(), proba
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(kind=st.sampled_from(KINDS), rnd=st.randoms(use_true_random=False))
 def test_fuzzed_multi_label_head_files_load_as_a_head_or_are_refused_in_one_line(kind, rnd, heads, data):
     """A loaded mutant may predict other numbers (the file says so), but one probability per label of
@@ -309,7 +309,7 @@ def test_fuzzed_multi_label_head_files_never_crash_the_process(heads, data, tmp_
 
     rnd = random.Random(1)
     paths = []
-    for i in range(60):
+    for i in range(24):
         path = tmp_path / f"{i}.npz"
         path.write_bytes(_mutant(heads[KINDS[i % len(KINDS)]], rnd))
         paths.append(str(path))
