@@ -125,7 +125,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     from bertfeat.classify.heads import default_heads, head_info
     from bertfeat.classify.selection import DEFAULT_VIEWS
     from bertfeat.classify.tuning import fold_count
-    from bertfeat.finetuning import finetune_methods, finetune_rows, mteb_finetune
+    from bertfeat.finetuning import chosen, finetune_methods, finetune_rows, mteb_finetune
     from bertfeat.steps import default_view, embed_views, list_option, run_record
 
     from bertfeat.extract.cells import is_multi
@@ -135,6 +135,9 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         from bertfeat.benching_multi import check_multi
 
         check_multi(config)
+    elif config.select not in options.SINGLE_SCORES:
+        raise ConfigError(f"select={config.select!r} scores sets of labels; with one label per text pick one of "
+                          f"{', '.join(options.SINGLE_SCORES)}")
     halving = not config.heads and not config.features  # the default: views x heads by successive halving
     heads = list_option(config.heads, "heads") if config.heads else default_heads()
     for name in heads if not multi else []:  # multi-label heads are checked by their own registry
@@ -190,14 +193,17 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         # on a GPU a full fine-tune takes minutes, not an hour: there a probe that recommends one runs it
         auto = auto or (config.finetune is None and resolve_device(config.device).startswith("cuda"))
 
-        X_mean = split["mean"][0] if "mean" in split else min(split.values(), key=lambda a: a[0].shape[1])[0]
+        X_mean = split["mean"][0] if "mean" in split else None  # the probe's linear layer starts on them
         probe = run_probe(config, train, X_mean, best.cv_score, time.perf_counter() - t0, test.source, oof)
         if auto:
             ft_methods, config = auto_methods(probe, config)
-    if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots, not in best-by-CV
-        rows += finetune_rows(config, ft_methods, train, test)
+    won = None
+    if ft_methods:  # marked fine_tuned; in the table, JSON, results.md and plots
+        tuned = finetune_rows(config, ft_methods, train, test, oof)
+        rows += [t.row for t in tuned]
         # a candidate dropped after round 1 has no test scores (None): it stays last, as in the frozen table
         rows.sort(key=lambda r: (r["macro_f1"] is None, -(r["macro_f1"] or 0.0), r["head"], r["features"]))
+        won = chosen(tuned)  # a full fine-tune that beat the frozen best on its held-out rows
     seconds = time.perf_counter() - t0
     if best.features not in views:  # a soft vote reads the union of its members' views
         from bertfeat.extract import feature_encoders
@@ -205,6 +211,9 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
 
         views[best.features] = feature_encoders(best.features, base_encoder(config))
     clf = _fitted(config, best_head, best.head, best.features, views[best.features], pairs is not None)
+    best_row = best.as_dict()
+    if won is not None:  # best-model is then the fine-tuned folder, its encoder with it
+        clf, best_row, best_metrics, best_probas = won.model(), won.row, won.metrics, won.probas
     context = {"train": train.source, "test": test.source, "model": config.model, "n_train": n,
                "n_test": len(test.texts), "cv": cv, "tune": config.tune, "select": config.select,
                "class_weight": config.class_weight, "selection": selection, "bench_seconds": seconds,
@@ -212,7 +221,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     summary = {"metrics": {k: best_metrics[k] for k in ("accuracy", "macro_f1")}, "bench": rows,
                "n_train": n, "n_test": len(test.texts)}
     clf.run_ = run_record("bench", config, emb, summary)
-    return BenchResult(clf, config, seconds, rows, best.as_dict(), selection, emb.summary(),
+    return BenchResult(clf, config, seconds, rows, best_row, selection, emb.summary(),
                        _report={"metrics": best_metrics, "context": context, "probas": best_probas,
                                 "y_test": test.labels, "texts": test.texts},
                        label_issues=issues, duplicates=duplicates, finetune_probe=probe)

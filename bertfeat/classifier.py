@@ -177,6 +177,11 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             self.head_, self.selection_ = self._multi(X, y)
             self._finish(encoders, pair, columns)
             return self
+        from bertfeat.options import SINGLE_SCORES
+
+        if self.select and self.select not in SINGLE_SCORES:
+            raise ConfigError(f"select={self.select!r} scores sets of labels; with one label per text pick one of "
+                              f"{', '.join(SINGLE_SCORES)}")
         y = np.asarray(y)
         self.selection_ = {}
         if not self.select:

@@ -19,8 +19,11 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 HEAD_NAMES = ("knn", "lda", "lgbm", "logreg", "mlp", "sgd", "svm", "torch", "vote")
 DEFAULT_HEADS = ("knn", "lda", "logreg", "svm")
 DEFAULT_VIEWS = ("mean", "mean+max", "mean+max+mean@-2+mean@-3", "mean+mean@-2+mean@-3+mean@-4")
-SCORES = ("accuracy", "macro_f1")
-SCORE_ALIASES = {"f1_macro": "macro_f1"}  # scikit-learn's scorer names for the same scores
+SCORES = ("accuracy", "macro_f1", "micro_f1", "samples_f1", "subset_accuracy", "jaccard")
+SINGLE_SCORES = ("accuracy", "macro_f1")  # the others score sets of labels (classify/thresholds.py)
+# scikit-learn's scorer names for the same scores
+SCORE_ALIASES = {"f1_macro": "macro_f1", "f1_micro": "micro_f1", "f1_samples": "samples_f1",
+                 "jaccard_samples": "jaccard"}
 POOLINGS = ("cls", "max", "mean")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32", "int8")
 LONG_MODES = ("chunk", "truncate")

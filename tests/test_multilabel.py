@@ -128,3 +128,12 @@ def test_commands_for_one_label_per_text_refuse_label_lists(files, cache, comman
     done = run_main(command, "--train", files["train"], "--out", tmp_path / "out", "--quiet", cache=cache, check=2)
     assert "multi-label" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_select_takes_the_multi_label_scores_and_single_label_data_refuses_them(files, cache):
+    res = main_json("bench", "--train", files["train"], "--test", files["test"], "--features", "mean", "--heads",
+                    "torch", "--select", "f1_micro", "--out", files["train"].parent / "b", cache=cache)
+    assert res["selection"]["select"] == "micro_f1"
+    done = run_main("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--select", "micro_f1", "--quiet",
+                    cache=cache, check=2)
+    assert "sets of labels" in done.stderr
