@@ -21,6 +21,7 @@ FITTED.update({
     "NeighbourLabels": {"vectors_": F2, "labels_": Arr(2, "i")},
     "OneVsRest": {"prior_": F1, "estimators_": [(EST, None)]},
     "SigmoidNet": {"mean_": F1, "scale_": F1, "coefs_": [F2], "intercepts_": [F1]},
+    "LabelVote": {"estimators_": [EST]},
 })
 
 
@@ -95,11 +96,22 @@ def _multi_label(obj, memo) -> Info:
     return Info(info.n_in, labels, True, True)
 
 
+def _label_vote(obj, memo) -> Info:
+    members = obj.estimators_
+    _need(len(members) >= 1, obj, "it has no member")
+    infos = [memo.get(id(m)) for m in members]
+    _need(all(i is not None and i.multi_label for i in infos), obj, "a member is not a fitted multi-label head")
+    _need(len({(i.n_in, i.n_out) for i in infos}) == 1, obj,
+          f"members differ in vector width or labels ({sorted({(i.n_in, i.n_out) for i in infos})})")
+    return Info(infos[0].n_in, infos[0].n_out, True, True)
+
+
 def _floats(obj, key: str, shape: tuple) -> np.ndarray:
     value = getattr(obj, key)
     _need(isinstance(value, np.ndarray) and value.dtype.kind == "f", obj, f"{key} is not an array of numbers")
     return _shape(obj, key, shape)
 
 
-CONSISTENT.update({"MultiLabel": _multi_label, "NeighbourLabels": _neighbour_labels, "OneVsRest": _one_vs_rest,
+CONSISTENT.update({"LabelVote": _label_vote,
+                   "MultiLabel": _multi_label, "NeighbourLabels": _neighbour_labels, "OneVsRest": _one_vs_rest,
                    "SigmoidNet": _sigmoid_net})

@@ -4,8 +4,9 @@ thresholds chosen on out-of-fold probabilities.
 The vectors are the same as for one label per text; what changes is the head and the decision. A
 multi-label head here is any estimator whose ``predict_proba`` returns one probability per label
 (rows x labels): ``OneVsRest`` (one binary head per label on the shared vectors), ``SigmoidNet`` (natively
-multi-output: one network, one sigmoid per label), or ``NeighbourLabels``. ``MultiLabel`` wraps a fitted
-one with what cross-validation chose: a Platt scaling per label and the thresholds (``thresholds.py``).
+multi-output: one network, one sigmoid per label), ``NeighbourLabels``, or ``LabelVote`` (their mean).
+``MultiLabel`` wraps a fitted one with what cross-validation chose: a Platt scaling per label and the
+thresholds (``thresholds.py``).
 Labels are the columns of an indicator matrix ``Y`` (rows x labels, 0/1), in ``classes_`` order.
 """
 from __future__ import annotations
@@ -185,6 +186,28 @@ class NeighbourLabels(BaseEstimator):
         return out
 
 
+class LabelVote(BaseEstimator):
+    """The multi-label ``vote``: the mean of its members' per-label probabilities (each member a
+    multi-label head fitted on the same vectors: one-vs-rest logistic regression and RBF SVM, as the
+    single-label vote's members).
+
+    Parameters
+    ----------
+    estimators : list of multi-label heads
+    """
+
+    def __init__(self, estimators=()):
+        self.estimators = estimators
+
+    def fit(self, X, Y):
+        self.estimators_ = [clone(e).fit(X, Y) for e in self.estimators]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "estimators_")
+        return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
+
+
 def platt(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Per label (a, b) such that sigmoid(a * logit(p) + b) is calibrated on out-of-fold ``P``.
 
@@ -268,7 +291,8 @@ def multi_head(name: str, seed: int = 0):
               "knn": lambda: NeighbourLabels()}
     if name in native:
         return native[name]()
-    if name == "vote":
-        raise ValueError("head 'vote' has no multi-label form of its own: bench's soft vote averages the "
-                         "per-label probabilities of its best candidates; pick another head")
+    if name == "vote":  # the single-label vote's members, each one-vs-rest
+        from bertfeat.classify.heads import logreg, svm
+
+        return LabelVote([OneVsRest(logreg(seed)), OneVsRest(svm(seed, components=None))])
     return OneVsRest(head_info(name).make(seed))

@@ -39,13 +39,13 @@ from bertfeat.classify.ensemble import Columns, SoftVote
 from bertfeat.classify.head_check import MAX_DEPTH, attributes, check, probe
 from bertfeat.classify import head_check_multi  # noqa: F401  (importing it adds the multi-label heads to the checks)
 from bertfeat.classify.heads import FewRowsKNN, FewRowsMLP, Oversampled, ShrunkLDA, SoftmaxSVC, TopComponents
-from bertfeat.classify.multilabel import MultiLabel, NeighbourLabels, OneVsRest, SigmoidNet
+from bertfeat.classify.multilabel import LabelVote, MultiLabel, NeighbourLabels, OneVsRest, SigmoidNet
 from bertfeat.classify.torch_head import TorchSoftmaxClassifier
 
 # Rebuilt by name from this table only; a name the file gives that is not here is refused.
 SAFE_CLASSES = {cls.__name__: cls for cls in (
     Calibrated, Columns, FewRowsKNN, FewRowsMLP, KNeighborsClassifier, LabelBinarizer, LabelEncoder,
-    LogisticRegression, MLPClassifier, MultiLabel, NeighbourLabels, OneVsRest, Oversampled, Pipeline,
+    LabelVote, LogisticRegression, MLPClassifier, MultiLabel, NeighbourLabels, OneVsRest, Oversampled, Pipeline,
     SGDClassifier, ShrunkLDA, SigmoidNet, SoftmaxSVC, SoftVote, StandardScaler, TopComponents,
     TorchSoftmaxClassifier, VotingClassifier)}
 # Optimizer, loss object and random generator of a finished fit: used by partial_fit / warm starts only.

@@ -108,7 +108,7 @@ def test_bench_picks_the_best_by_cross_validation(data, cache):
 @pytest.mark.parametrize("flags, words", [
     (["--finetune", "full"], "fine-tune"),
     (["--samples-per-label", "4"], "MTEB"),
-    (["--heads", "vote"], "vote"),
+    (["--heads", "knn,bogus"], "bogus"),
     (["--select", "accuracy", "--class-weight", "balanced"], "class_weight"),
 ])
 def test_what_multi_label_cannot_do_is_one_line(files, cache, flags, words):

@@ -16,7 +16,7 @@ from conftest import ROOT
 from test_head_file import _manifest, _npz
 from test_head_fuzz import _mutate
 
-KINDS = ("logreg", "lda", "svm", "sigmoid0", "sigmoid16", "neighbours")
+KINDS = ("logreg", "lda", "svm", "vote", "sigmoid0", "sigmoid16", "neighbours")
 LABELS = ["anger", "joy", "fear", "never"]  # "never": no training row has it, so one-vs-rest gives it no member
 
 
@@ -201,7 +201,17 @@ def _unknown_attribute(head, X, Y):
     head.estimator.bogus = 1
 
 
+def _vote_members_of_other_labels(head, X, Y):
+    head.estimator.estimators_[1] = _estimator("sigmoid0").fit(X, Y[:, :3])
+
+
+def _vote_without_members(head, X, Y):
+    head.estimator.estimators_ = []
+
+
 CRAFTED = [("logreg", _member_of_3_classes, "has 3 classes, not 2"),
+           ("vote", _vote_members_of_other_labels, "members differ in vector width or labels"),
+           ("vote", _vote_without_members, "it has no member"),
            ("logreg", _member_of_other_labels, r"classes \['no', 'yes'\], not \[0, 1\]"),
            ("lda", _member_of_other_width, "different widths"),
            ("logreg", _no_member_where_prior_is_not_constant, "label 0 has no member but its prior_ 0.3"),
