@@ -33,6 +33,13 @@ from bertfeat.serve_request import BODY, parse_body, request_problem
 
 log = logging.getLogger("bertfeat")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Texts per sub-batch of a forward pass on the CPU runtimes that run one single-thread stream per core
+# (OpenVINO, onnxruntime). A server's pass holds only the texts in flight (128 at most by default), not a
+# whole file: cut into sub-batches of up to 128 (2,048 tokens), its length-sorted texts were padded by 30 %,
+# and a CPU pays for padding as for text; in sub-batches of 16 the padding is 8 % and every core has several
+# to run (16-text requests: 0.78 -> 0.91 of in-process predict's texts per CPU-second, benchmarks/serve_load.py).
+# A torch forward spreads one sub-batch over every core instead, and ran slower on 16.
+STREAM_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ def load_models(dirs: dict[str, str], options: ServeOptions) -> dict[str, Served
     for name, path in dirs.items():
         clf = load(path, trust_pickle=options.trust_pickle, precision=options.precision, device=options.device,
                    cache_dir=False)
+        if clf.encoder.resolve_precision()[1] != "torch":
+            clf.encoder.set_params(batch_size=STREAM_BATCH)
         key = (tuple(e.fingerprint() for e in clf.encoders()), clf.encoder.precision, clf.encoder.device)
         served[name] = Served(name, clf, key, shared.setdefault(key, clf))
     return served
@@ -131,7 +140,8 @@ def model_info(model: Served) -> dict:
     return {"dir": model.clf.folder_, "classes": _classes(model), "head": manifest["head"],
             "features": manifest["features"], "encoders": manifest["encoders"], "model_id": manifest["model_id"],
             "pair_col": manifest.get("pair_col"), "trained_with": manifest["trained_with"],
-            "serving": {"precision": precision, "runtime": runtime, "device": device}}
+            "serving": {"precision": precision, "runtime": runtime, "device": device,
+                        "batch_size": encoder.batch_size}}
 
 
 def _classes(model: Served) -> list:

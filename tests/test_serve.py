@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bertfeat.cli import main
+from bertfeat.serve import STREAM_BATCH
 from conftest import DEMO_TEST, DEMO_TRAIN, ROOT
 
 pytestmark = pytest.mark.xdist_group("serve")  # servers and fits on one worker: the cores are few
@@ -127,6 +128,8 @@ def test_serve_answers_with_the_labels_of_predict_for_a_plain_and_a_pair_model(s
     info = server.get("/info")[1]["models"]
     assert info["pair"]["pair_col"] == "message" and info["plain"]["classes"] == answer_classes(server)
     assert info["plain"]["model_id"] == info["pair"]["model_id"] and info["plain"]["serving"]["precision"]
+    serving = info["plain"]["serving"]  # the one-thread-per-core runtimes run a pass in sub-batches of 16
+    assert serving["batch_size"] == (STREAM_BATCH if serving["runtime"] != "torch" else 128)
     assert server.get("/health") == (200, {"status": "ready", "models": ["plain", "pair"]})
     assert "/models/{name}/predict" in server.get("/openapi.json")[1]["paths"]
     assert server.get("/docs")[0] == 200
