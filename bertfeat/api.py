@@ -143,12 +143,10 @@ MULTI_SUMMARY = ("macro_f1", "micro_f1", "samples_f1", "subset_accuracy", "hammi
 
 def _multi_metrics(clf, X_test, labels) -> dict:
     """A multi-label model's test figures (``classify/thresholds.py``) from the test vectors."""
-    from bertfeat.classify.multilabel import indicator
-    from bertfeat.classify.thresholds import evaluate_multi
+    from bertfeat.classify.thresholds import evaluate_rows
 
-    proba = clf.head_.predict_proba(X_test)
-    Y, _ = indicator(labels, clf.classes_)
-    return evaluate_multi(Y, clf.head_.predict(X_test), proba, clf.classes_, clf.head_.thresholds)
+    return evaluate_rows(labels, clf.classes_, clf.head_.predict(X_test), clf.head_.predict_proba(X_test),
+                         clf.head_.thresholds)
 
 
 def bench(train, test=None, **options_) -> BenchResult:

@@ -46,11 +46,7 @@ def run_multi(config: options.BenchConfig, train, test, split: dict, views: dict
     log.info("select: %s%s", select, " (the multi-label default)" if config.select in (None, "accuracy") else "")
     heads = list_option(config.heads, "heads") if config.heads else list(DEFAULT_HEADS)
     Y_train, classes = indicator(train.labels)
-    Y_test, _ = indicator(test.labels, classes)
-    missing = unseen(test.labels, classes)
-    if missing:
-        log.warning("%s: %d label(s) absent from the training data (%s): never predicted, they count as misses",
-                    test.source, len(missing), ", ".join(map(str, list(missing)[:5])))
+    missing = unseen(test.labels, classes)  # check_labels has said so; they count as misses
 
     def progress(r):
         log.info("%-7s %-12s cv %.4f  test macro-F1 %.4f  micro-F1 %.4f  (%.1f s)", r["head"], r["features"],
@@ -58,7 +54,7 @@ def run_multi(config: options.BenchConfig, train, test, split: dict, views: dict
 
     try:
         rows, (best_row, head, metrics, proba), info = run_multilabel(
-            split, Y_train, Y_test, classes, heads, config.cv, config.seed, select, config.jobs, progress)
+            split, Y_train, test.labels, classes, heads, config.cv, config.seed, select, config.jobs, progress)
     except ValueError as exc:  # a head with no multi-label form
         raise ConfigError(str(exc)) from None
     info.pop("oof")

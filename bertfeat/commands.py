@@ -225,10 +225,8 @@ def cmd_predict(args):
 
 def _predict_multi(args, clf, texts, pairs, labels, proba):
     """predict for a multi-label model: every label a text gets, with each label's probability."""
-    import numpy as np
-
     from bertfeat.classify.multilabel import indicator
-    from bertfeat.classify.thresholds import evaluate_multi
+    from bertfeat.classify.thresholds import evaluate_rows
 
     classes = [_plain(c) for c in clf.classes_]
     given = clf.labels_of(proba, args.threshold)
@@ -240,10 +238,9 @@ def _predict_multi(args, clf, texts, pairs, labels, proba):
     if labels is not None:
         for row, true in zip(rows, labels):
             row["true_labels"] = list(true)
-        Y, _ = indicator(labels, clf.classes_)
         D, _ = indicator([tuple(g) for g in given], clf.classes_)
-        thresholds = np.full(len(classes), args.threshold) if args.threshold is not None else clf.head_.thresholds
-        scores = evaluate_multi(Y, D, proba, classes, thresholds)
+        thresholds = clf.head_.thresholds if args.threshold is None else args.threshold
+        scores = evaluate_rows(labels, clf.classes_, D, proba, thresholds)
         line = (f"macro-F1 {scores['macro_f1']:.4f}, micro-F1 {scores['micro_f1']:.4f}, subset accuracy "
                 f"{scores['subset_accuracy']:.4f} on {len(rows)} labelled texts")
         if args.json:  # the table prints it on stdout

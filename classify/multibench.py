@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from bertfeat.classify.multilabel import MultiLabel, apply_platt, decide, multi_head, platt
-from bertfeat.classify.thresholds import choose, evaluate_multi
+from bertfeat.classify.thresholds import choose, evaluate_rows
 
 # The multi-label default candidates (BENCHMARKS.md, "Multi-label"): on GoEmotions' training set (3-fold
 # CV macro-F1, per-label thresholds) the linear sigmoid layer on the four-part view (0.4425) beat the
@@ -103,9 +103,10 @@ def cross_validate(views: dict, Y, heads, cv: int, seed: int, select: str, n_job
     return sorted(out, key=lambda c: -c["cv_score"])
 
 
-def run_multilabel(views: dict, Y_train, Y_test, classes, heads=None, cv: int = 3, seed: int = 0,
+def run_multilabel(views: dict, Y_train, test_labels, classes, heads=None, cv: int = 3, seed: int = 0,
                    select: str = "macro_f1", n_jobs: int | None = None, on_result=None):
-    """``views``: name -> (X_train, X_test); ``Y_*`` indicator matrices in ``classes`` order.
+    """``views``: name -> (X_train, X_test); ``Y_train`` the indicator matrix in ``classes`` order;
+    ``test_labels`` one label tuple per test text.
 
     Returns (rows best-CV first, (best row, fitted ``MultiLabel``, test metrics, test probabilities), info).
     Every candidate is refit and scored on the test set, so the table compares them all; the best is
@@ -121,13 +122,13 @@ def run_multilabel(views: dict, Y_train, Y_test, classes, heads=None, cv: int = 
     for c, (est, proba_raw, fit_seconds, predict_seconds) in zip(scored, refits):
         head = MultiLabel(est, classes, c["calibration"], c["choice"]["thresholds"], c["choice"]["at_least_one"])
         proba = apply_platt(proba_raw, c["calibration"])
-        metrics = evaluate_multi(Y_test, decide(proba, head.thresholds, head.at_least_one), proba, classes,
-                                 head.thresholds)
+        metrics = evaluate_rows(test_labels, classes, decide(proba, head.thresholds, head.at_least_one), proba,
+                                head.thresholds)
         row = {"head": c["head"], "features": c["features"], "cv_score": round(c["cv_score"], 6),
                **{k: metrics[k] for k in SUMMARY}, "rule": c["choice"]["rule"],
                "at_least_one": c["choice"]["at_least_one"], "fit_seconds": round(c["cv_seconds"] + fit_seconds, 2),
                "predict_seconds": round(predict_seconds, 3),
-               "predict_ms_per_1k": round(1000 * predict_seconds / max(len(Y_test), 1) * 1000, 2),
+               "predict_ms_per_1k": round(1000 * predict_seconds / max(len(test_labels), 1) * 1000, 2),
                "params": {}}
         rows.append(row)
         if on_result:

@@ -56,10 +56,15 @@ def rule_name(rule: str) -> str:
 
 def rule_text(best: dict, metrics: dict) -> str:
     """The chosen rule with its thresholds: the one global value, or the per-label range."""
-    t = [v["threshold"] for v in metrics["per_label"].values()]
+    t = [v["threshold"] for v in metrics["per_label"].values() if v["threshold"] is not None]
     key = best["rule"] + ("+one" if best.get("at_least_one") else "")
     values = f"{t[0]:.2f}" if best["rule"] == "global" else f"{min(t):.2f} to {max(t):.2f}"
     return f"{key} ({values}): {rule_name(key)}"
+
+
+def _threshold(v: dict) -> str:
+    """A label's threshold; none for a test label the model never learned (never predicted)."""
+    return "not learned" if v["threshold"] is None else f"{v['threshold']:.2f}"
 
 
 def _num(v) -> str:
@@ -91,7 +96,7 @@ def markdown(results: list[dict], best: dict, metrics: dict, context: dict) -> s
     out += ["", "## Per label (test set)", "", "| label | support | precision | recall | F1 | threshold |",
             "|---|---|---|---|---|---|"]
     out += [f"| {name} | {v['support']} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
-            f"{v['threshold']:.2f} |" for name, v in per_label_rows(metrics)]
+            f"{_threshold(v)} |" for name, v in per_label_rows(metrics)]
     unseen = context.get("unseen_test_labels") or {}
     if unseen:
         out += ["", "Test labels the training data never had (never predicted, counted as misses): "
@@ -131,7 +136,7 @@ def _labels_table(metrics: dict) -> str:
     out = ['<table id="labels"><tr><th class=t>label</th><th>support</th><th>precision</th><th>recall</th>'
            "<th>F1</th><th>threshold</th></tr>"]
     out += [f"<tr><td class=t>{esc(name)}</td><td>{v['support']}</td><td>{v['precision']:.4f}</td>"
-            f"<td>{v['recall']:.4f}</td><td>{v['f1']:.4f}</td><td>{v['threshold']:.2f}</td></tr>"
+            f"<td>{v['recall']:.4f}</td><td>{v['f1']:.4f}</td><td>{_threshold(v)}</td></tr>"
             for name, v in per_label_rows(metrics)]
     return "\n".join(out) + "</table>"
 

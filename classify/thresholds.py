@@ -94,6 +94,19 @@ def choose(P: np.ndarray, Y: np.ndarray, folds: list[np.ndarray], metric: str) -
             "rules": {f"{k}{'+one' if o else ''}": round(v, 4) for (k, o), v in nested.items()}}
 
 
+def evaluate_rows(rows, classes, D: np.ndarray, P: np.ndarray, thresholds) -> dict:
+    """``evaluate_multi`` against label tuples ``rows`` (one per text). A label the model never learned is a
+    column it never predicts: those texts count as misses, as in the single-label scores."""
+    from bertfeat.classify.multilabel import indicator, unseen
+
+    extra = sorted(unseen(rows, classes), key=str)
+    names = list(classes) + extra
+    Y, _ = indicator(rows, names)
+    pad = np.zeros((len(rows), len(extra)))
+    return evaluate_multi(Y, np.hstack([D, pad]) > 0, np.hstack([P, pad]), names,
+                          [float(t) for t in np.broadcast_to(thresholds, len(classes))] + [None] * len(extra))
+
+
 def evaluate_multi(Y: np.ndarray, D: np.ndarray, P: np.ndarray, classes, thresholds) -> dict:
     """Every multi-label figure of decisions ``D`` (and probabilities ``P``) against truth ``Y``, as a
     JSON-ready dict, with a per-label table."""
@@ -118,7 +131,8 @@ def evaluate_multi(Y: np.ndarray, D: np.ndarray, P: np.ndarray, classes, thresho
     f1 = _f1(tp, pred, true)
     out["labels"] = [str(c) for c in classes]
     out["per_label"] = {str(c): {"support": int(true[j]), "precision": float(prec[j]), "recall": float(rec[j]),
-                                 "f1": float(f1[j]), "threshold": float(thresholds[j])}
+                                 "f1": float(f1[j]),
+                                 "threshold": None if thresholds[j] is None else float(thresholds[j])}
                         for j, c in enumerate(classes)}
     return out
 
@@ -139,5 +153,6 @@ def format_multi_report(metrics: dict, max_labels: int = 40) -> str:
     for name in names:
         r = per[name]
         lines.append(f"{name[:width - 1]:<{width}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}"
-                     f"{r['support']:>9d}{r['threshold']:>11.2f}")
+                     f"{r['support']:>9d}" + (f"{r['threshold']:>11.2f}" if r["threshold"] is not None else
+                                              f"{'not learned':>12}"))
     return "\n".join(lines)

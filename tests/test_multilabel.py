@@ -137,3 +137,19 @@ def test_select_takes_the_multi_label_scores_and_single_label_data_refuses_them(
     done = run_main("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--select", "micro_f1", "--quiet",
                     cache=cache, check=2)
     assert "sets of labels" in done.stderr
+
+
+def test_a_test_label_never_trained_on_counts_as_a_miss(files, cache, tmp_path):
+    rows = [json.loads(line) for line in files["test"].read_text().splitlines()]
+    rows[0]["labels"] = rows[0]["labels"] + ["warranty"]
+    test = tmp_path / "unseen.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen = main_json("fit", "--train", files["train"], "--test", files["test"], "--head", "torch", "--out",
+                     tmp_path / "a", cache=cache)
+    fit = main_json("fit", "--train", files["train"], "--test", test, "--head", "torch", "--out", tmp_path / "b",
+                    cache=cache)
+    assert fit["per_label"]["warranty"] == {"support": 1, "precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                            "threshold": None}
+    assert fit["micro_recall"] < seen["micro_recall"] and fit["cardinality"] > seen["cardinality"]
+    shown = run_main("predict", "--model-dir", tmp_path / "b", "--data", test, "--quiet", cache=cache, check=0)
+    assert "macro-F1" in shown.stdout
