@@ -138,17 +138,29 @@ def demo_vectors(demo, demo_cache):
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """A vector cache holding the demo data under every encoder of the default bench's views (one forward
-    pass, once per session): tests copy it instead of embedding the same texts again."""
-    from bertfeat.classify.selection import DEFAULT_VIEWS
-    from bertfeat.extract import BertEncoder, embed, feature_encoders, read_table
+    pass, once per session): tests copy it instead of embedding the same texts again. Under pytest-xdist the
+    workers share one: the first to need it fills it in the folder above their own, under a lock, and the
+    others wait for it and read it (a filled cache is only read: copied, or looked up)."""
+    from filelock import FileLock
 
-    folder = tmp_path_factory.mktemp("demo-cache-filled")
-    texts = read_table(DEMO_TRAIN).texts + read_table(DEMO_TEST).texts
-    unique = {}
-    for view in DEFAULT_VIEWS:
-        for enc in feature_encoders(view, BertEncoder()):
-            unique.setdefault(enc.fingerprint(), enc)
-    embed(list(unique.values()), texts, cache_dir=str(folder), progress=False)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, filled = shared / "demo-cache-filled", shared / "demo-cache-filled.done"
+    with FileLock(str(shared / "demo-cache-filled.lock")):
+        if not filled.exists():
+            import shutil
+
+            from bertfeat.classify.selection import DEFAULT_VIEWS
+            from bertfeat.extract import BertEncoder, embed, feature_encoders, read_table
+
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed mid-fill left
+            texts = read_table(DEMO_TRAIN).texts + read_table(DEMO_TEST).texts
+            unique = {}
+            for view in DEFAULT_VIEWS:
+                for enc in feature_encoders(view, BertEncoder()):
+                    unique.setdefault(enc.fingerprint(), enc)
+            embed(list(unique.values()), texts, cache_dir=str(folder), progress=False)
+            filled.touch()
     return folder
 
 
