@@ -108,6 +108,8 @@ def run_fit(config: options.FitConfig, train, test=None) -> TextClassifier:
     columns = {"text_col": config.text_col, "label_col": config.label_col, "pair_col": config.pair_col,
                "label_sep": config.label_sep, "label_cols": config.label_cols}
     # one forward pass for train and test texts, committed to the cache
+    if is_multi(train.labels):
+        clf.check_multi()
     # multi-label: sgd fits one-vs-rest in memory like the other heads (its stream is one label per text)
     stream = info.streaming and not is_multi(train.labels)
     emb = embedder(config, encoders)(texts, pairs, progress=config.progress, load=not stream)

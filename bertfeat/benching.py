@@ -6,6 +6,7 @@ and the plots).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -135,6 +136,8 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
         from bertfeat.benching_multi import check_multi
 
         check_multi(config)
+    elif config.select is None:  # the single-label default
+        config = dataclasses.replace(config, select="accuracy")
     elif config.select not in options.SINGLE_SCORES:
         raise ConfigError(f"select={config.select!r} scores sets of labels; with one label per text pick one of "
                           f"{', '.join(options.SINGLE_SCORES)}")

@@ -15,7 +15,7 @@ def select_of(config) -> str:
     """The selection metric for multi-label data: ``select`` when it names a multi-label one, else macro-F1."""
     from bertfeat.classify.thresholds import DEFAULT_SELECT, SELECT
 
-    if config.select in (None, "accuracy"):  # accuracy is the single-label default, not a multi-label score
+    if config.select is None:
         return DEFAULT_SELECT
     if config.select not in SELECT:
         raise ConfigError(f"bad select={config.select!r} for multi-label data; expected one of {', '.join(SELECT)}")
@@ -43,7 +43,7 @@ def run_multi(config: options.BenchConfig, train, test, split: dict, views: dict
     from bertfeat.steps import list_option, run_record
 
     select = select_of(config)
-    log.info("select: %s%s", select, " (the multi-label default)" if config.select in (None, "accuracy") else "")
+    log.info("select: %s%s", select, " (the multi-label default)" if config.select is None else "")
     heads = list_option(config.heads, "heads") if config.heads else list(DEFAULT_HEADS)
     Y_train, classes = indicator(train.labels)
     missing = unseen(test.labels, classes)  # check_labels has said so; they count as misses

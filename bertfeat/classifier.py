@@ -207,23 +207,25 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return head, {"select": self.select, "cv": cv, "cv_score": best.cv_score, "params": best.params,
                       "temperature": best.temperature, "threshold": info.get("threshold")}
 
+    def check_multi(self) -> None:
+        """The settings multi-label data cannot take, refused in one line (before anything is embedded)."""
+        from bertfeat.classify.thresholds import SELECT
+
+        if self.select and self.select not in SELECT:
+            raise ConfigError(f"bad select={self.select!r} for multi-label data; expected one of {', '.join(SELECT)}")
+        if self.class_weight or self.tune_threshold:
+            raise ConfigError("class_weight and tune_threshold are single-label options; multi-label data gets "
+                              "per-label thresholds chosen by CV instead")
+
     def _multi(self, X, y):
         """Multi-label: the head's CV out-of-fold probabilities choose its per-label calibration and decision
         rule (``classify/thresholds.py``), then it is refit on every row."""
         from bertfeat.classify.multibench import cross_validate
         from bertfeat.classify.multilabel import MultiLabel, indicator, multi_head
-        from bertfeat.classify.thresholds import DEFAULT_SELECT, SELECT
+        from bertfeat.classify.thresholds import DEFAULT_SELECT
 
+        self.check_multi()
         select = self.select or DEFAULT_SELECT
-        if select not in SELECT:
-            raise ConfigError(f"bad select={select!r} for multi-label data; expected one of {', '.join(SELECT)}")
-        if self.class_weight or self.tune_threshold:
-            raise ConfigError("class_weight and tune_threshold are single-label options; multi-label data gets "
-                              "per-label thresholds chosen by CV instead")
-        try:
-            multi_head(self.head, self.seed)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
         Y, classes = indicator(y)
         cv = max(2, min(self.cv, len(Y)))
         best = cross_validate({"features": X}, Y, [self.head], cv, self.seed, select, n_jobs=1)[0]

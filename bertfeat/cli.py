@@ -166,11 +166,12 @@ def _label_flags(g) -> None:
 
 def _selection_flags(g, fit: bool) -> None:
     what = "the head's grid setting" if fit else "the best view x head"
-    g.add_argument("--select", default=None if fit else "accuracy", type=_score, metavar="SCORE",
+    g.add_argument("--select", default=None, type=_score, metavar="SCORE",
                    help=f"pick {what} by this cross-validated score: {', '.join(o.SINGLE_SCORES)}; multi-label "
                         f"data also {', '.join(s for s in o.SCORES if s not in o.SINGLE_SCORES)} (default there: "
                         "macro_f1) (or scikit-learn's names: " + ", ".join(o.SCORE_ALIASES) + ")"
-                        + (" (default: no search, the head's defaults)" if fit else " (default: %(default)s)"))
+                        + (" (default: no search, the head's defaults)" if fit else
+                           " (default: accuracy; macro_f1 for multi-label data)"))
     g.add_argument("--cv", type=int, default=3, help="cross-validation folds on the training set (default: 3)")
     g.add_argument("--class-weight", default=None, choices=["balanced"],
                    help="weigh every class equally: class weights where the head has them, else oversampling")

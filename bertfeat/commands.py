@@ -125,7 +125,7 @@ def cmd_bench(args):
         print(table(res.rows))
         for s in res.selection["skipped"]:
             print(f"skipped {s['head']} on {s['features']}: {s['why']}")
-        print(f"\nbest by {res._report['context']['cv']}-fold CV {config.select}: {best['head']} on "
+        print(f"\nbest by {res._report['context']['cv']}-fold CV {res.config.select}: {best['head']} on "
               f"{best['features']} (cv {best['cv_score']:.4f}, test accuracy {best['accuracy']:.4f}, ECE "
               f"{best['ece_raw']:.4f} -> {best['ece']:.4f} calibrated); model saved to {model_dir}")
     if not args.json:

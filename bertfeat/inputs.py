@@ -95,6 +95,8 @@ def labelled(train, test, config):
     multi = is_multi(train_table.labels)
     if multi:
         log.info("task: multi-label (%s)", multi_reason(config.label_sep, config.label_cols, config.task))
+    else:
+        _joined_hint(train_table)
     test_table = table_of(test, config, "test") if test is not None else None
     if test_table is None:
         from bertfeat.steps import check_split
@@ -111,6 +113,17 @@ def labelled(train, test, config):
     for warning in check_labels(train_table, test_table):
         log.warning(warning)
     return train_table, test_table
+
+
+def _joined_hint(table) -> None:
+    """A warning when single labels look like several joined by a separator (``billing;refund``): read
+    whole, each combination would be a class of its own."""
+    for sep in (";", "|", ","):
+        joined = [v for v in table.labels if isinstance(v, str) and sep in v.strip(sep)]
+        if len(joined) >= max(2, len(table.labels) // 20):
+            log.warning("%s: %d labels contain '%s' (e.g. %r): if each lists several labels, pass label_sep='%s' "
+                        "to read them as multi-label", table.source, len(joined), sep, joined[0], sep)
+            return
 
 
 def aligned(labels, classes):

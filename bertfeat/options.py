@@ -101,7 +101,7 @@ class FitConfig(EncoderOptions, DataOptions, SelectOptions):
 
 @dataclass(frozen=True)
 class BenchConfig(EncoderOptions, DataOptions, SelectOptions):
-    select: str = "accuracy"
+    select: str | None = None  # None: accuracy, or macro_f1 for multi-label data
     heads: str | None = None
     features: str | None = None
     tune: bool = True

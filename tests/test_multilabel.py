@@ -109,7 +109,8 @@ def test_bench_picks_the_best_by_cross_validation(data, cache):
     (["--finetune", "full"], "fine-tune"),
     (["--samples-per-label", "4"], "MTEB"),
     (["--heads", "knn,bogus"], "bogus"),
-    (["--select", "accuracy", "--class-weight", "balanced"], "class_weight"),
+    (["--class-weight", "balanced"], "class_weight"),
+    (["--select", "accuracy"], "multi-label"),
 ])
 def test_what_multi_label_cannot_do_is_one_line(files, cache, flags, words):
     done = run_main("bench", "--train", files["train"], "--test", files["test"], "--features", "mean", *flags,
@@ -153,3 +154,9 @@ def test_a_test_label_never_trained_on_counts_as_a_miss(files, cache, tmp_path):
     assert fit["micro_recall"] < seen["micro_recall"] and fit["cardinality"] > seen["cardinality"]
     shown = run_main("predict", "--model-dir", tmp_path / "b", "--data", test, "--quiet", cache=cache, check=0)
     assert "macro-F1" in shown.stdout
+
+
+def test_labels_joined_without_label_sep_get_a_hint(files, cache, tmp_path):
+    done = run_main("fit", "--train", files["train_csv"], "--test", files["test_csv"], "--label-col", "tags",
+                    "--head", "logreg", "--out", tmp_path / "m", "--quiet", cache=cache, check=0)
+    assert "--label-sep ';'" in done.stderr
