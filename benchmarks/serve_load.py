@@ -5,7 +5,7 @@ Starts ``cli.py serve`` on 127.0.0.1 (free ports, loopback only) twice, with bat
 with a bounded number of concurrent keep-alive clients sending a fixed count of requests of 1 and of 16 texts.
 Every text is distinct (a demo text and its number), so nothing is deduplicated. The clients are light on
 purpose, since the issue measures the server and they share its cores: bodies encoded before the clock
-starts, one asyncio stream per client writing raw HTTP/1.1 (the report prints their CPU time, about 1 % of
+starts, one asyncio stream per client writing raw HTTP/1.1 (the report prints their CPU time, 1-2 % of
 the server's). Reports throughput, p50/p95/p99 latency, errors, texts per forward pass, the server's texts
 per CPU-second, how busy it kept the cores and how much of the time a forward pass was running, each
 server's peak RSS and its RSS at its 1,000th and its last request (after an uncounted warm-up at the
