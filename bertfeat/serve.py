@@ -140,6 +140,7 @@ def model_info(model: Served) -> dict:
     return {"dir": model.clf.folder_, "classes": _classes(model), "head": manifest["head"],
             "features": manifest["features"], "encoders": manifest["encoders"], "model_id": manifest["model_id"],
             "pair_col": manifest.get("pair_col"), "trained_with": manifest["trained_with"],
+            "task": manifest.get("task", "single-label"), "thresholds": manifest.get("thresholds"),
             "serving": {"precision": precision, "runtime": runtime, "device": device,
                         "batch_size": encoder.batch_size}}
 
@@ -215,8 +216,9 @@ def make_app(models: dict[str, Served], options: ServeOptions, on_fail=None) -> 
             answer = metrics.error(500, f"model '{model.name}' failed on this batch: {type(exc).__name__}: {exc}")
         else:
             classes = _classes(model)
-            answer = JSONResponse({"model": model.name, "classes": classes,
-                                   "labels": [classes[i] for i in proba.argmax(1)],
+            # one label a text, or (multi-label) the list of those that reach their thresholds
+            labels = (model.clf.labels_of(proba) if model.clf.multi_label else [classes[i] for i in proba.argmax(1)])
+            answer = JSONResponse({"model": model.name, "classes": classes, "labels": labels,
                                    "probabilities": np.round(proba.astype(float), 6).tolist()})
             metrics.texts.labels(model.name).inc(len(body.texts))
         metrics.requests.labels(model.name, str(answer.status_code)).inc()

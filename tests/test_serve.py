@@ -37,9 +37,12 @@ def models(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve-models")
     demo = pd.concat([pd.read_csv(DEMO_TRAIN), pd.read_csv(DEMO_TEST)])
     pairs = demo.assign(channel=["email", "chat"] * (len(demo) // 2), message=demo["text"])
+    tagged = demo.assign(tags=[f"{lab};question" if "?" in t else lab for t, lab in zip(demo["text"], demo["label"])])
     return {"plain": _fit(tmp, "plain", demo),
             "pair": _fit(tmp, "pair", pairs[["channel", "message", "label"]], "--text-col", "channel",
-                         "--pair-col", "message")}
+                         "--pair-col", "message"),
+            "multi": _fit(tmp, "multi", tagged[["text", "tags"]], "--label-col", "tags", "--label-sep", ";",
+                          "--head", "torch")}
 
 
 class Server:
@@ -98,7 +101,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory):
     s = Server(tmp_path_factory.mktemp("serve"), "--model-dir", f"plain={models['plain']}",
-               "--model-dir", f"pair={models['pair']}", "--max-texts", "64", "--max-text-chars", "500",
+               "--model-dir", f"pair={models['pair']}", "--model-dir", f"multi={models['multi']}",
+               "--max-texts", "64", "--max-text-chars", "500",
                "--max-body", "20000", "--max-wait-ms", "20")
     yield s
     assert s.stop() == 0, s.stderr()
@@ -110,7 +114,7 @@ def _predict_cli(model_dir, texts, pairs=None, capsys=None):
         argv += ["--text", text] + (["--pair", pairs[i]] if pairs else [])
     capsys.readouterr()
     assert main(argv) == 0
-    return [row["label"] for row in json.loads(capsys.readouterr().out)]
+    return [row["label"] if "label" in row else row["labels"] for row in json.loads(capsys.readouterr().out)]
 
 
 def test_serve_answers_with_the_labels_of_predict_for_a_plain_and_a_pair_model(server, models, capsys):
@@ -124,19 +128,28 @@ def test_serve_answers_with_the_labels_of_predict_for_a_plain_and_a_pair_model(s
     assert status == 200 and answer["labels"] == _predict_cli(models["pair"], channels, TEXTS, capsys=capsys)
     # two models: /predict does not guess which
     status, answer = server.request("/predict", {"texts": TEXTS})
-    assert status == 404 and "/models/NAME/predict" in answer["error"] and "plain, pair" in answer["error"]
+    assert status == 404 and "/models/NAME/predict" in answer["error"] and "plain, pair, multi" in answer["error"]
     info = server.get("/info")[1]["models"]
     assert info["pair"]["pair_col"] == "message" and info["plain"]["classes"] == answer_classes(server)
     assert info["plain"]["model_id"] == info["pair"]["model_id"] and info["plain"]["serving"]["precision"]
     serving = info["plain"]["serving"]  # the one-thread-per-core runtimes run a pass in sub-batches of 16
     assert serving["batch_size"] == (STREAM_BATCH if serving["runtime"] != "torch" else 128)
-    assert server.get("/health") == (200, {"status": "ready", "models": ["plain", "pair"]})
+    assert server.get("/health") == (200, {"status": "ready", "models": ["plain", "pair", "multi"]})
     assert "/models/{name}/predict" in server.get("/openapi.json")[1]["paths"]
     assert server.get("/docs")[0] == 200
 
 
 def answer_classes(server):
     return server.request("/models/plain/predict", {"texts": ["hello"]})[1]["classes"]
+
+
+def test_a_multi_label_model_answers_a_list_of_labels_per_text(server, models, capsys):
+    status, answer = server.request("/models/multi/predict", {"texts": TEXTS})
+    assert status == 200 and answer["labels"] == _predict_cli(models["multi"], TEXTS, capsys=capsys)
+    assert all(isinstance(labels, list) for labels in answer["labels"]) and "question" in answer["classes"]
+    assert len(answer["probabilities"][0]) == len(answer["classes"])
+    info = server.get("/info")[1]["models"]["multi"]
+    assert info["task"] == "multi-label" and len(info["thresholds"]) == len(info["classes"])
 
 
 def test_concurrent_requests_share_forward_passes(server):
@@ -189,7 +202,7 @@ def test_pair_rules_unknown_model_and_routes_are_json_errors(server):
     status, answer = server.request("/models/pair/predict", {"texts": ["email", "chat"], "pairs": ["a"]})
     assert status == 422 and "2 texts but 1 pairs" in answer["error"]
     assert server.request("/models/nope/predict", {"texts": ["a"]}) == (404, {"error": "no model 'nope'; served: "
-                                                                                       "plain, pair"})
+                                                                                       "plain, pair, multi"})
     assert server.get("/models/plain/predict")[0] == 405 and server.get("/nothing")[0] == 404
     assert server.metric('bertfeat_errors_total{status="405"}') >= 1
 
