@@ -1,8 +1,10 @@
-"""finetune end to end (real CLI processes): a short full fine-tune then predict on the moved folder, kill -9
-and resume, bench's fine-tuned rows; bad input and the pieces (pairs, linear head, MTEB samples) in process.
+"""finetune end to end: a short full fine-tune then predict on the moved folder, kill -9 of a real process
+and the same command resuming, bench's fine-tuned rows; bad input and the pieces (pairs, linear head, MTEB
+samples). Only the killed run needs its own process; the rest drive the CLI in this one (run_main).
 
-Subprocesses run torch on one thread (OMP_NUM_THREADS=1): on a busy 2-core machine two spinning threads
-per process made these runs three times slower; the code path is the same.
+Torch runs on one thread (OMP_NUM_THREADS=1 in the killed process, torch.set_num_threads(1) here): on a busy
+2-core machine two spinning threads per process made these runs three times slower, and the resumed run
+must compute as the killed one did; the code path is the same.
 """
 import json
 import os
@@ -19,18 +21,22 @@ from conftest import DEMO_TEST, DEMO_TRAIN, ROOT, data_rows, run_main
 FAST = {"OMP_NUM_THREADS": "1", "BERTFEAT_CPU_BF16": "0"}  # fp32 torch: no ONNX export of each tuned model
 
 
-def _env(**extra):
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **FAST, **extra}
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
-def _cli(*args, check=0, env=None, cwd=ROOT):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *map(str, args)], cwd=cwd,
-                          env=env or _env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
+def _cli(*args, check=0):
+    """The CLI in this process (run_main), on fp32 torch as FAST sets it for a subprocess."""
+    return run_main(*args, check=check, env={"BERTFEAT_CPU_BF16": FAST["BERTFEAT_CPU_BF16"]})
 
 
-def test_full_finetune_lowers_validation_loss_and_predict_agrees(tmp_path):
+def test_full_finetune_lowers_validation_loss_and_predict_agrees(tmp_path, one_thread):
     train = data_rows(DEMO_TRAIN, tmp_path / "train.csv", 0, 80)
     test = data_rows(DEMO_TEST, tmp_path / "test.csv", 0, 40)
     out = tmp_path / "run"
@@ -68,12 +74,13 @@ def _checkpoints(out):
     return sorted(n for n in os.listdir(ckpt) if n.startswith("epoch-")) if ckpt.is_dir() else []
 
 
-def test_kill_during_finetune_then_the_same_command_resumes(tmp_path, tiny_bert):
+def test_kill_during_finetune_then_the_same_command_resumes(tmp_path, tiny_bert, one_thread):
     args = ["finetune", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--model", tiny_bert, "--epochs", "4",
             "--batch-size", "8", "--max-length", "24", "--lr", "1e-3", "--val-size", "0.2", "--quiet"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), *args, "--out", str(killed)], cwd=ROOT,
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **FAST}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not _checkpoints(killed) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -82,6 +89,7 @@ def test_kill_during_finetune_then_the_same_command_resumes(tmp_path, tiny_bert)
     done = _checkpoints(killed)
     assert done and done[-1] != "epoch-4", "the run should have been killed after its first epoch"
     assert not (killed / "manifest.json").exists()
+    # The same command again (in this process: the killed one's files are what it resumes from).
     resumed = json.loads(_cli(*args, "--out", killed, "--json").stdout)
     assert resumed["resumed_from"] >= 1 and resumed["epochs_run"] == 4
     clean = json.loads(_cli(*args, "--out", tmp_path / "clean", "--json").stdout)
@@ -93,14 +101,15 @@ def test_kill_during_finetune_then_the_same_command_resumes(tmp_path, tiny_bert)
     assert not (killed / "temp").exists()
 
 
-def test_bench_finetune_adds_a_marked_row_beside_the_frozen_heads(tmp_path, tiny_bert):
+def test_bench_finetune_adds_a_marked_row_beside_the_frozen_heads(tmp_path, tiny_bert, one_thread, monkeypatch):
     train = data_rows(DEMO_TRAIN, tmp_path / "train.csv", 0, 100)
     out = tmp_path / "bench"
     # The default bench (views x heads by halving): its round-1 rows have no test scores, and the fine-tuned
     # row is sorted in among them (a TREC run crashed there).
+    monkeypatch.chdir(tmp_path)  # the working folder, where the fine-tuned model folder goes
     proc = _cli("bench", "--train", train, "--test", DEMO_TEST, "--model", tiny_bert, "--no-tune", "--cv", "2",
                 "--finetune", "full", "--finetune-epochs", "1", "--max-length", "24",
-                "--out", out, "--quiet", "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+                "--out", out, "--quiet", "--cache-dir", tmp_path / "cache")
     lines = proc.stdout.splitlines()
     assert any(line.startswith("logreg ") for line in lines)
     assert any(line.startswith("full-ft ") and "tuned mean" in line for line in lines)
