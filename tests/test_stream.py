@@ -10,7 +10,7 @@ from bertfeat.classify.stream import fit_streaming, predict_streaming
 
 def test_sgd_trains_from_shards_without_loading_every_vector(tmp_path):
     rng = np.random.default_rng(0)
-    n, dim, shard_rows = 100_000, 768, 4096  # 307 MB of vectors in 25 shards
+    n, dim, shard_rows = 51_200, 384, 1024  # 79 MB of vectors in 50 shards
     truth = rng.standard_normal((dim, 4)).astype(np.float32)
     keys = text_keys([f"text {i}" for i in range(n)])
     labels = np.empty(n, dtype=object)
@@ -23,16 +23,16 @@ def test_sgd_trains_from_shards_without_loading_every_vector(tmp_path):
 
     store = VectorStore(str(tmp_path), "synthetic")
     assert store.found(keys).all()  # the key index is built before measuring: keys only, no vectors
-    n_train = 90_000
+    n_train = 46_000
     tracemalloc.start()
     head = fit_streaming(make_head("sgd"), store, keys[:n_train], labels[:n_train], epochs=2)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    # What one shard costs (its rows, a shuffled copy, SGD's float64 copy: ~50 MiB here), far from all of them.
+    # What one shard costs (its rows, a shuffled copy, SGD's float64 copy: ~6 MiB here), far from all of them.
     assert peak < vector_bytes / 5, f"peak {peak / 2**20:.0f} MiB for {vector_bytes / 2**20:.0f} MiB of vectors"
 
     pred = predict_streaming(head, store, keys[n_train:])
-    assert (pred == labels[n_train:]).mean() > 0.8
+    assert (pred == labels[n_train:]).mean() > 0.8, (pred == labels[n_train:]).mean()
 
 
 def test_fit_sgd_streams_from_the_cache_through_the_cli(tmp_path):
