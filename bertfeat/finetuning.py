@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,11 +73,19 @@ def resolve_out(out: str | None, method: str, key: str) -> str:
 
 def train_and_save(config, method: str, train, test, out: str | None, progress: bool, val_size=None) -> dict:
     """Fine-tune on ``train``, score on ``test``, write the model folder. Returns the summary as fit's."""
+    return _train(config, method, train, test, out, progress, val_size)[0]
+
+
+def _train(config, method: str, train, test, out, progress: bool, val_size=None, held_out: bool = False):
+    """``train_and_save``, returning (summary, test probabilities, held-out predictions). ``held_out`` (full
+    only): the tuned model's predicted class positions on the fine-tune's validation rows, ``(rows, pred)``;
+    else None."""
     from bertfeat.classify import evaluate
     from bertfeat.classify.metrics import SUMMARY
     from bertfeat.extract import BertEncoder, checkpoint, model as model_io
     from bertfeat.extract.finetune import finetune, run_key
     from bertfeat.extract.pipeline import Embedder
+    from bertfeat.extract.tuning_data import split_validation
 
     settings = settings_from(config, method, val_size).resolved()
     base_id = model_io.model_id(model_io.resolve_model_dir(settings.model))
@@ -88,11 +97,15 @@ def train_and_save(config, method: str, train, test, out: str | None, progress: 
         tuned = finetune(train.texts, train.labels, settings, work, progress)
         encoder = BertEncoder(model=tuned.encoder_dir, pooling="mean", max_length=settings.max_length,
                               normalize=method == "setfit", precision=config.precision, device=config.device)
-        texts = (train.texts if method == "setfit" else []) + test.texts
-        emb = Embedder([encoder], None)(texts, None, progress=progress)
+        val_rows = []
+        if held_out and method == "full":  # the very rows finetune held out (same split, same seed)
+            val_rows = split_validation(np.searchsorted(tuned.classes, train.labels), settings.val_size,
+                                        settings.seed)[1]
+        first = train.texts if method == "setfit" else [train.texts[i] for i in val_rows]
+        emb = Embedder([encoder], None)(first + test.texts, None, progress=progress)
         vectors = emb.vectors[0]
-        X_test = vectors[len(texts) - len(test.texts):]
-        head, fit_extra = _head(method, tuned, vectors[:len(texts) - len(test.texts)], train.labels, config.seed)
+        X_test = vectors[len(first):]
+        head, fit_extra = _head(method, tuned, vectors[:len(first)], train.labels, config.seed)
         t0 = time.perf_counter()  # the head alone, as bench times frozen heads (the encoder costs the same)
         proba = head.predict_proba(X_test)
         predict_seconds = time.perf_counter() - t0
@@ -106,12 +119,13 @@ def train_and_save(config, method: str, train, test, out: str | None, progress: 
                                 "best_epoch": tuned.best_epoch, "device": tuned.device, "autocast": tuned.autocast,
                                 "n_val": tuned.n_val, "n_pairs": tuned.n_pairs, "resumed_from": tuned.resumed_from}}
         model_dir = _commit(config, out, head, method, encoder, tuned, settings, emb, summary)
-    return {**metrics, "fit_seconds": round(fit_seconds, 3), "predict_seconds": predict_seconds,
-            "n_train": len(train.texts), "n_test": len(test.texts), "head": f"finetune-{method}", "features": "mean",
-            "model": settings.model, "model_dir": model_dir, "method": method, "epochs_run": len(tuned.history) - 1,
-            "best_epoch": tuned.best_epoch, "val_accuracy": tuned.val_accuracy, "history": tuned.history,
-            "resumed_from": tuned.resumed_from, "device": tuned.device, "autocast": tuned.autocast,
-            "settings": _plain_settings(settings), "n_val": tuned.n_val}
+    held = (val_rows, head.predict_proba(vectors[:len(first)]).argmax(1)) if len(val_rows) else None
+    return ({**metrics, "fit_seconds": round(fit_seconds, 3), "predict_seconds": predict_seconds,
+             "n_train": len(train.texts), "n_test": len(test.texts), "head": f"finetune-{method}", "features": "mean",
+             "model": settings.model, "model_dir": model_dir, "method": method, "epochs_run": len(tuned.history) - 1,
+             "best_epoch": tuned.best_epoch, "val_accuracy": tuned.val_accuracy, "history": tuned.history,
+             "resumed_from": tuned.resumed_from, "device": tuned.device, "autocast": tuned.autocast,
+             "settings": _plain_settings(settings), "n_val": tuned.n_val}, proba, held)
 
 
 def _log_loss(y_true, proba, classes) -> float | None:
@@ -213,30 +227,74 @@ def finetune_methods(value: str | None) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def finetune_rows(config, methods: list[str], train, test) -> list[dict]:
+@dataclass
+class TunedRow:
+    """A fine-tuned bench row, and what bench needs when it becomes the best model: its test metrics (the
+    report's confusion matrix) and test probabilities (raw and calibrated: the same, it has no temperature)."""
+
+    row: dict
+    metrics: dict  # the fine-tune's summary: evaluate()'s test metrics and more
+    probas: tuple
+    # --select on the fine-tune's own validation rows: its score (row["cv_score"]) and the frozen best's
+    # out-of-fold one on the same rows; None for setfit, whose head is fit on those rows too
+    frozen_score: float | None = None
+
+    def model(self):
+        """The fine-tuned model folder, loaded: ``BenchResult.save`` copies it, encoder included, to best-model."""
+        from bertfeat.model_folder import load
+
+        return load(self.row["model_dir"])
+
+
+def finetune_rows(config, methods: list[str], train, test, oof=None) -> list[TunedRow]:
     """One bench row per method, shaped like the frozen heads' rows and marked ``fine_tuned``.
 
-    ``cv_score`` is the accuracy on the validation split of the training data (10%, setfit included, so
-    the column stays a training-data-only estimate); ``fit_seconds`` is the whole fine-tune. Each row's
-    model folder is where ``finetune`` would put it (runs/<time>-finetune-<method>), so a killed bench resumes
-    its fine-tune the same way. The frozen heads' best-by-CV choice does not include these rows.
+    ``cv_score`` is the ``--select`` score on the validation split of the training data (10%, setfit included,
+    so the column stays a training-data-only estimate; setfit's is the accuracy its validation reports);
+    ``fit_seconds`` is the whole fine-tune. Each row's model folder is where ``finetune`` would put it
+    (runs/<time>-finetune-<method>), so a killed bench resumes its fine-tune the same way. ``oof``, the frozen
+    best's out-of-fold probabilities (columns: the sorted labels), scores the frozen best on a full fine-tune's
+    validation rows too (``frozen_score``): ``chosen`` compares the two on the same rows.
     """
-    rows = []
+    from bertfeat.classify.bench import _score
+    from bertfeat.classify.selection import cv_score
+
+    out = []
     for method in methods:
         log.info("fine-tuning (%s) for bench", method)
-        r = train_and_save(config, method, train, test, None, config.progress, val_size=0.1)
-        n_test = max(r["n_test"], 1)
-        rows.append({"head": f"{method}-ft" if method == "full" else method, "features": "tuned mean",
-                     "cv_score": r["val_accuracy"] or 0.0,
-                     "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "macro_precision": r["macro_precision"],
-                     "macro_recall": r["macro_recall"], "log_loss": r["log_loss"], "fit_seconds": r["fit_seconds"],
-                     "predict_seconds": r["predict_seconds"],
-                     "predict_ms_per_1k": 1000 * r["predict_seconds"] / n_test * 1000,
-                     "params": {"epochs": r["epochs_run"], "lr": r["settings"]["lr"]}, "fine_tuned": True,
-                     "model_dir": r["model_dir"]})
-        log.info("finetune %-6s val %.4f  test acc %.4f  macro-F1 %.4f  (%.1f s)", method, rows[-1]["cv_score"],
-                 r["accuracy"], r["macro_f1"], r["fit_seconds"])
-    return rows
+        r, proba, held = _train(config, method, train, test, None, config.progress, val_size=0.1,
+                                held_out=method == "full")
+        classes = np.asarray(sorted(set(train.labels)))
+        frozen = None
+        if held is not None:
+            rows, pred = held
+            y = np.searchsorted(classes, [train.labels[i] for i in rows])
+            cv = cv_score(y, pred, len(classes))
+            if oof is not None:
+                frozen = cv_score(y, oof[rows].argmax(1), len(classes))[config.select]
+        else:
+            cv = {"accuracy": r["val_accuracy"] or 0.0, "macro_f1": None}  # setfit's validation gives accuracy
+        result = _score(f"{method}-ft" if method == "full" else method, "tuned mean", cv, proba, 1.0, test.labels,
+                        classes, config.select, r["fit_seconds"], r["predict_seconds"],
+                        {"epochs": r["epochs_run"], "lr": r["settings"]["lr"]})
+        row = {**result.as_dict(), "fine_tuned": True, "model_dir": r["model_dir"],
+               "n_val": r["n_val"], "frozen_val_score": frozen}
+        out.append(TunedRow(row, r, (proba, proba), frozen))
+        log.info("finetune %-6s val %.4f%s  test acc %.4f  macro-F1 %.4f  (%.1f s)", method, row["cv_score"],
+                 "" if frozen is None else f" (frozen best {frozen:.4f} on the same rows)", r["accuracy"],
+                 r["macro_f1"], r["fit_seconds"])
+    return out
+
+
+def chosen(tuned: list[TunedRow]) -> TunedRow | None:
+    """The fine-tuned row that becomes bench's best model: the best full fine-tune whose ``--select`` score on
+    its validation rows beats the frozen best's on the same rows; None when none does."""
+    ahead = [t for t in tuned if t.frozen_score is not None and t.row["cv_score"] > t.frozen_score]
+    best = max(ahead, key=lambda t: t.row["cv_score"], default=None)
+    if best is not None:
+        log.info("best model: %s (validation %.4f against the frozen best's %.4f on the same %d rows)",
+                 best.row["head"], best.row["cv_score"], best.frozen_score, best.row["n_val"])
+    return best
 
 
 def mteb_samples(y, per_label: int, n_experiments: int, seed: int) -> list[np.ndarray]:

@@ -1,13 +1,19 @@
 """The fine-tune probe: would fine-tuning the encoder beat the frozen features on this data, and how long would it take?
 
-A bounded experiment on the *training* data only (the test set stays unseen): a stratified subsample is
-split into probe-train and probe-val; one epoch of the full fine-tune (``extract/trainer.py``: encoder + mean
-pooling + linear layer, the layer started at a logistic regression: LP-FT) on probe-train is scored on
-probe-val against the frozen best's out-of-fold predictions for the same rows (bench has them), and against a
-logistic regression on the frozen mean vectors of probe-train (reported as ``probe_frozen``). The paired
-difference with the frozen best is the estimated gain; it is advice only when it is larger than its noise
-(twice the paired standard error) and than ``MIN_GAIN``. The fine-tune's measured texts per second give the
-full fine-tune's duration here.
+A bounded experiment on the *training* data only (the test set stays unseen). ``PROBE_VAL`` stratified training
+rows are held out; on as many of the other rows as the budget holds (the largest of ``SIZES``), one epoch of the
+full fine-tune's recipe (``extract/trainer.py``: encoder + mean pooling + linear layer, warm-up then linear decay),
+the linear layer started at a logistic regression on the frozen vectors (LP-FT), the word-embedding matrix left
+as it is (on a CPU its dense update costs as much as the rest of the step; a short fine-tune barely moves it).
+
+The estimate is the fine-tuned model's accuracy on the held-out rows minus the frozen best's out-of-fold accuracy
+on the same rows. The frozen best was fit on (cv-1)/cv of *all* the rows, the probe's fine-tune on m of them, and
+a fine-tune only gains with more rows: the estimate is a **lower bound** on the full fine-tune's gain, tighter as m
+nears n. Comparing with a frozen head fit on the same m rows instead ("like with like") needs an extrapolation to
+n rows, and the gap's curve bends both ways: on TREC it shrinks with data (+5.5 points at 512 rows, +0.2 at all),
+on SST-2 it grows (+0.3 at 1,000 rows, +4.7 at 4,000, +4.9 at all); BENCHMARKS.md has the figures. Advice only
+when the bound is above its noise (twice the paired standard error) and ``MIN_GAIN``. The probe's measured texts
+per second give the full fine-tune's duration here.
 """
 from __future__ import annotations
 
@@ -19,15 +25,20 @@ import numpy as np
 
 log = logging.getLogger("bertfeat")
 
-PROBE_TRAIN = 512  # rows fine-tuned on (1 epoch); see BENCHMARKS.md "Fine-tune probe" for the sizes tried
-PROBE_VAL = 512  # rows both sides are scored on
+PROBE_VAL = 1000  # held-out rows both sides are scored on: a paired standard error of about a point
+SIZES = (4096, 2048, 1024, 512)  # probe-train rows, the largest the budget holds (all the rest, if fewer)
 MIN_ROWS = 100  # below this the two scores differ by noise alone
+MIN_SECONDS = 2.0  # a budget under this skips the probe at once: loading the encoder alone takes about a second
 MAX_SECONDS = 30.0  # the probe's cap on any machine, and at most SHARE of the frozen bench's wall time
 SHARE = 0.2
 MIN_GAIN = 0.01  # a gain under one point is not worth a fine-tune's cost, even when it is not noise
-PROBE_BATCH = 16  # more optimizer steps per probe row than the full fine-tune's 32
+PROBE_BATCH = 16  # twice the optimizer steps per row of the full fine-tune's 32: one epoch has to count
 PROBE_LR = 1e-4  # the full fine-tune's rate
 FULL_EPOCHS = 5  # the full fine-tune's default most epochs (extract.finetune.DEFAULTS)
+# The full fine-tune's seconds per row over the probe's: it also updates the word embeddings (30,522 x 384 for
+# MiniLM, half the model); measured on the 2-core CPU, benchmarks/finetune_probe.py --speed
+FULL_STEP_COST = 1.6
+STEP_OVERHEAD = 1.2  # a training step's seconds over its forward and backward passes (the optimizer's update)
 
 
 def skipped(reason: str, **extra) -> dict:
@@ -36,8 +47,8 @@ def skipped(reason: str, **extra) -> dict:
     return {**out, "advice": advice(out, "")}
 
 
-def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, test_source: str | None = None,
-              oof=None) -> dict:
+def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, test_source: str | None,
+              oof) -> dict:
     """The ``finetune_probe`` record of results.json.
 
     Parameters
@@ -45,82 +56,119 @@ def run_probe(config, train, X_mean, frozen_score: float, bench_seconds: float, 
     config : BenchConfig
     train : Table
         The training data (texts, labels).
-    X_mean : ndarray of shape (n_train, dim)
-        The training rows' frozen mean vectors, as bench embedded them.
+    X_mean : ndarray of shape (n_train, dim) or None
+        The training rows' frozen mean vectors, as bench embedded them: the linear layer's start. None: the
+        probe computes them for its rows.
     frozen_score : float
         The frozen best's cross-validated score (reported beside the estimate).
     bench_seconds : float
         The frozen bench's wall time so far: the probe's budget is ``SHARE`` of it, ``MAX_SECONDS`` at most,
         unless ``config.probe_seconds`` sets it.
-    test_source : str, optional
+    test_source : str or None
         The test file, named in the advised ``finetune`` command so that its score compares with bench's.
-    oof : ndarray of shape (n_train, n_classes), optional
-        The frozen best's out-of-fold probabilities (columns: the sorted labels). Given, the fine-tune is
-        measured against *them* on probe-val: the frozen best trained on most of the data, not on 512 rows.
+    oof : ndarray of shape (n_train, n_classes)
+        The frozen best's out-of-fold probabilities (columns: the sorted labels): what the fine-tune is
+        measured against on the held-out rows.
     """
-    from bertfeat.extract.finetune import Settings
-    from bertfeat.extract.trainer import Trainer
-    from bertfeat.extract import model as model_io
-    from sklearn.linear_model import LogisticRegression
-
     budget = config.probe_seconds if config.probe_seconds is not None else min(MAX_SECONDS, SHARE * bench_seconds)
     n = len(train.texts)
     if train.pairs is not None:
         return skipped("pair data: the fine-tune encodes one text per row")
     if n < MIN_ROWS:
         return skipped(f"{n} training rows, fewer than {MIN_ROWS}: the probe's scores would differ by noise alone")
+    why = "probe_seconds" if config.probe_seconds is not None else \
+        f"a fifth of the frozen bench's {bench_seconds:.0f} s, {MAX_SECONDS:.0f} s at most; --probe-seconds sets it"
+    if budget < MIN_SECONDS:  # before loading anything
+        return skipped(f"its budget of {budget:.1f} s is under the {MIN_SECONDS:.0f} s that loading the encoder and "
+                       f"the smallest probe take ({why})", seconds=0.0)
     t0 = time.perf_counter()
-    classes, y_all = np.unique(np.asarray(train.labels), return_inverse=True)
-    size = min(n, PROBE_TRAIN + PROBE_VAL)
-    rows = _stratified(y_all, size, config.seed)
-    y = y_all[rows]
-    s = Settings(method="full", model=config.model, epochs=1, batch_size=PROBE_BATCH, lr=PROBE_LR,
-                 val_size=min(PROBE_VAL, size // 2) / size, max_length=config.max_length, seed=config.seed,
-                 device=config.device).resolved()
-    trainer = Trainer(s, model_io.resolve_model_dir(s.model), [train.texts[i] for i in rows], y, len(classes), False)
-    tr, va = trainer.train_rows, trainer.val_rows
-    frozen = LogisticRegression(C=10.0, max_iter=1000).fit(X_mean[rows[tr]], y[tr]).predict(X_mean[rows[va]])
-    t1 = time.perf_counter()
-    _warm_start(trainer, tr, config.seed)
-    # an epoch costs about three forward passes (forward, backward), probe-val one more: stop here if over budget
-    forward = time.perf_counter() - t1
-    expected = time.perf_counter() - t0 + forward * (3 + len(va) / max(len(tr), 1))
-    if expected > budget:
-        why = "probe_seconds" if config.probe_seconds is not None else \
-            f"a fifth of the frozen bench's {bench_seconds:.0f} s, {MAX_SECONDS:.0f} s at most; --probe-seconds sets it"
-        return skipped(f"it would take ~{expected:.0f} s here, over its budget of {budget:.0f} s ({why})",
+    classes, y = np.unique(np.asarray(train.labels), return_inverse=True)
+    val = _stratified(y, min(PROBE_VAL, n // 4), config.seed)
+    pool = np.setdiff1d(np.arange(n), val)
+    stream = pool[_stratified(y[pool], min(SIZES[0], len(pool)), config.seed)]
+    stream = stream[np.random.default_rng(config.seed).permutation(len(stream))]  # any prefix: a random sample
+    trainer = _trainer(config, train.texts, y, val, stream, len(classes))
+    rate = _rate(trainer)  # probe-train rows per second, measured on this machine now
+    spent = time.perf_counter() - t0
+    sizes = [s for s in SIZES if s < len(stream)] + [len(stream)]
+    # the epoch (its optimizer steps: STEP_OVERHEAD), then the held-out rows (a forward pass: about a third of
+    # a training step's cost)
+    fits = [m for m in sizes if spent + (STEP_OVERHEAD * m + len(val) / 3) / rate <= budget]
+    if not fits:
+        need = spent + (STEP_OVERHEAD * min(sizes) + len(val) / 3) / rate
+        return skipped(f"it would take ~{need:.0f} s here, over its budget of {budget:.0f} s ({why})",
                        seconds=round(time.perf_counter() - t0, 2))
+    m = max(fits)
+    rows = len(val) + np.arange(m)  # the trainer's rows: held-out first, then the stream
+    trainer.train_rows = rows
+    trainer.steps_per_epoch = trainer.total_steps = math.ceil(m / PROBE_BATCH)
+    start = X_mean[stream[:m]] if X_mean is not None else trainer._pooled(rows, head=False)
+    frozen_m = _warm_start(trainer, start, y[stream[:m]], config.seed)
+    # like with like: that logistic regression (the fine-tune's start) on the held-out rows
+    hit_same = frozen_m.predict(X_mean[val]) == y[val] if X_mean is not None else None
     t1 = time.perf_counter()
     trainer.train_epoch(0, 0)
     train_seconds = time.perf_counter() - t1
-    tuned = trainer._pooled(va, head=True).argmax(1)
-    hit_frozen, hit_tuned = frozen == y[va], tuned == y[va]
-    # A fine-tune on 512 rows that beats the frozen best fit on (cv-1)/cv of *all* rows will, with more rows,
-    # beat it by more: measured against the best's out-of-fold predictions, the gain is a lower bound. Against a
-    # frozen head on the same 512 rows it is not (TREC: +5.5 at 512 rows, +0.2 at all; BENCHMARKS.md).
-    hit_best = oof[rows[va]].argmax(1) == y[va] if oof is not None else hit_frozen
+    tuned = trainer._pooled(trainer.val_rows, head=True).argmax(1)
+    hit_tuned, hit_best = tuned == y[val], oof[val].argmax(1) == y[val]
     gain = float(hit_tuned.mean() - hit_best.mean())
-    # paired: only the rows where exactly one side is right move the difference
-    d = hit_tuned.astype(float) - hit_best
-    noise = 2 * float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 1.0
-    texts_per_s = len(tr) / max(train_seconds, 1e-9)
+    d = hit_tuned.astype(float) - hit_best  # paired: only the rows where exactly one side is right move it
+    noise = 2 * float(d.std(ddof=1) / math.sqrt(len(d)))
+    texts_per_s = m / max(train_seconds, 1e-9)
     epochs = config.epochs or FULL_EPOCHS
-    est = 1.1 * (n * 0.9 * epochs / texts_per_s)  # 10 % for each epoch's validation pass and saving
+    # 10 % of the rows are the full fine-tune's validation split; 10 % more for each epoch's validation and saving
+    epoch_seconds = 1.1 * FULL_STEP_COST * 0.9 * n / texts_per_s
     seconds = time.perf_counter() - t0
     recommend = bool(gain > max(noise, MIN_GAIN))
-    out = {"frozen_score": round(frozen_score, 4), "probe_frozen": round(float(hit_frozen.mean()), 4),
-           "frozen_best_val": round(float(hit_best.mean()), 4),
+    out = {"frozen_score": round(frozen_score, 4), "frozen_best_val": round(float(hit_best.mean()), 4),
+           "probe_frozen": None if hit_same is None else round(float(hit_same.mean()), 4),
            "probe_finetuned": round(float(hit_tuned.mean()), 4), "gain": round(gain, 4), "noise": round(noise, 4),
-           "recommend": recommend, "estimated_full_seconds": round(est, 1), "epoch_seconds": round(est / epochs, 1),
-           "epochs": epochs, "n_probe_train": int(len(tr)), "n_probe_val": int(len(va)),
+           "gain_is": "lower bound", "recommend": recommend,
+           "estimated_full_seconds": round(epochs * epoch_seconds, 1), "epoch_seconds": round(epoch_seconds, 1),
+           "epochs": epochs, "n_probe_train": int(m), "n_probe_val": int(len(val)),
            "texts_per_s": round(texts_per_s, 1),
            "seconds": round(seconds, 2), "budget_seconds": round(budget, 1), "over_budget": seconds > budget}
     out["advice"] = advice(out, _command(config, train.source, test_source))
-    log.info("fine-tune probe: frozen best %.4f (logreg on %d rows: %.4f), fine-tuned %.4f on %d probe-val rows "
-             "(gain %+.1f points, noise %.1f); a full fine-tune ~%.0f s here; %.1f s", out["frozen_best_val"], len(tr),
-             out["probe_frozen"], out["probe_finetuned"], len(va),
-             100 * gain, 100 * noise, est, seconds)
+    log.info("fine-tune probe: fine-tuned on %d rows %.4f vs the frozen best %.4f on %d held-out rows (at least "
+             "%+.1f points, noise %.1f); a full fine-tune ~%.0f s here; %.1f s", m, out["probe_finetuned"],
+             out["frozen_best_val"], len(val), 100 * gain, 100 * noise, epochs * epoch_seconds, seconds)
     return out
+
+
+def _trainer(config, texts, y, val, stream, n_classes: int):
+    """The full fine-tune's trainer on the held-out rows then the stream (its rows set by the caller), with the
+    word embeddings frozen."""
+    from bertfeat.extract import model as model_io
+    from bertfeat.extract.finetune import Settings
+    from bertfeat.extract.trainer import Trainer
+
+    rows = np.concatenate([val, stream])
+    s = Settings(method="full", model=config.model, epochs=1, batch_size=PROBE_BATCH, lr=PROBE_LR, val_size=0.0,
+                 max_length=config.max_length, seed=config.seed, device=config.device).resolved()
+    trainer = Trainer(s, model_io.resolve_model_dir(s.model), [texts[i] for i in rows], y[rows], n_classes, False)
+    trainer.net.body.get_input_embeddings().weight.requires_grad_(False)  # AdamW skips a weight with no grad
+    trainer.val_rows = np.arange(len(val))
+    return trainer
+
+
+def _rate(trainer, batches: int = 3) -> float:
+    """Training rows per second: forward and backward passes over the stream's first batches, the first one
+    untimed (it sets up kernels), no optimizer step (the weights stay as they are)."""
+    first = len(trainer.val_rows)
+    timed, seconds = 0, 0.0
+    trainer.net.train()
+    for b in range(batches):
+        rows = list(range(first + b * PROBE_BATCH, min(first + (b + 1) * PROBE_BATCH, len(trainer.y))))
+        if not rows:
+            break
+        t = time.perf_counter()
+        trainer._loss([[r] for r in rows], [int(trainer.y[r]) for r in rows]).backward()
+        if b:
+            timed, seconds = timed + len(rows), seconds + time.perf_counter() - t
+    trainer.optimizer.zero_grad(set_to_none=True)
+    if not timed:  # a stream of one batch: the untimed one is all there is
+        return 1e9
+    return timed / max(seconds, 1e-9)
 
 
 def auto_methods(probe: dict, config):
@@ -143,14 +191,14 @@ def auto_methods(probe: dict, config):
     return (["full"], replace(config, epochs=epochs)) if epochs >= 1 else ([], config)
 
 
-def _warm_start(trainer, rows, seed: int) -> None:
-    """Start the linear layer at a logistic regression on the untuned encoder's own vectors (LP-FT, Kumar et
-    al. 2022): one short epoch then measures what tuning the *encoder* adds, not how fast a random layer learns."""
+def _warm_start(trainer, X, y, seed: int):
+    """Start the linear layer at a logistic regression on the untuned encoder's vectors of the probe-train rows
+    (LP-FT, Kumar et al. 2022): the epoch then measures what tuning the *encoder* adds, not how fast a random
+    layer learns. Returns the logistic regression."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    X = trainer._pooled(rows, head=False)
-    lr = LogisticRegression(C=10.0, max_iter=1000, random_state=seed).fit(X, trainer.y[rows])
+    lr = LogisticRegression(C=10.0, max_iter=1000, random_state=seed).fit(X, y)
     weight, bias = lr.coef_, lr.intercept_
     if weight.shape[0] == 1:  # binary: sklearn keeps one row; softmax over (0, w) is the same model
         weight, bias = np.vstack([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
@@ -160,6 +208,7 @@ def _warm_start(trainer, rows, seed: int) -> None:
         head.bias.zero_()
         head.weight[lr.classes_] = torch.as_tensor(weight, dtype=head.weight.dtype)
         head.bias[lr.classes_] = torch.as_tensor(bias, dtype=head.bias.dtype)
+    return lr
 
 
 def _stratified(y: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -193,12 +242,13 @@ def advice(probe: dict, command: str) -> str | None:
     if probe.get("skipped"):
         return f"fine-tune probe: skipped ({probe['skipped']})"
     if not probe["recommend"]:
-        return (f"fine-tune probe: no advice: fine-tuned {probe['probe_finetuned']:.4f} vs the frozen best "
-                f"{probe['frozen_best_val']:.4f} on {probe['n_probe_val']} held-out training rows "
-                f"({100 * probe['gain']:+.1f} points, noise ±{100 * probe['noise']:.1f}); {probe['seconds']:.1f} s")
+        return (f"fine-tune probe: no advice: fine-tuned on {probe['n_probe_train']} rows "
+                f"{probe['probe_finetuned']:.4f} vs the frozen best {probe['frozen_best_val']:.4f} on "
+                f"{probe['n_probe_val']} held-out training rows ({100 * probe['gain']:+.1f} points, noise "
+                f"±{100 * probe['noise']:.1f}); {probe['seconds']:.1f} s")
     minutes = probe["estimated_full_seconds"] / 60
-    return (f"fine-tuning is likely {100 * probe['gain']:+.1f} points on this data (≈ {minutes:.0f} min here): "
-            f"`{command}`")
+    return (f"fine-tuning is likely at least {100 * probe['gain']:+.1f} points on this data (≈ {minutes:.0f} min "
+            f"here): `{command}`")
 
 
 __all__ = ["advice", "auto_methods", "run_probe"]

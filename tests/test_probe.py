@@ -1,13 +1,15 @@
 """The fine-tune probe (bertfeat/probe.py): bench says whether fine-tuning the encoder would gain, and
-``--finetune auto`` acts on it. On the demo data with the tiny random BERT, so each bench takes seconds."""
+``--finetune auto`` acts on it; a full fine-tune that beats the frozen best on its held-out rows becomes
+best-model. On the demo data with the tiny random BERT, so each bench takes seconds."""
 import json
 import os
 
-from conftest import DEMO_TEST, DEMO_TRAIN, data_rows
+import numpy as np
+from conftest import DEMO_TEST, DEMO_TRAIN, data_rows, run_main
 
 from bertfeat.cli import main
 
-FAST = ["--no-tune", "--cv", "2", "--heads", "logreg", "--quiet", "--probe-seconds", "60", "--finetune-probe"]
+FAST = ["--no-tune", "--cv", "2", "--heads", "logreg", "--quiet", "--probe-seconds", "600", "--finetune-probe"]
 
 
 def _bench(capsys, tmp_path, tiny_bert, *extra, train=DEMO_TRAIN):
@@ -22,11 +24,12 @@ def test_bench_reports_the_probe_in_json_md_and_html(capsys, tmp_path, tiny_bert
     res, out = _bench(capsys, tmp_path, tiny_bert)
     probe = res["finetune_probe"]
     assert not probe.get("skipped"), probe
-    # the demo's 320 training rows: half fine-tuned on, half scored; the test set is never touched
-    assert probe["n_probe_train"] + probe["n_probe_val"] == 320
-    assert 0 <= probe["probe_frozen"] <= 1 and 0 <= probe["probe_finetuned"] <= 1
-    # against the frozen best's out-of-fold predictions on the same rows, not the 160-row logistic regression
+    # the demo's 320 training rows: a quarter held out, the rest (fewer than the smallest size) fine-tuned on
+    assert (probe["n_probe_val"], probe["n_probe_train"]) == (80, 240)
+    assert 0 <= probe["frozen_best_val"] <= 1 and 0 <= probe["probe_finetuned"] <= 1
+    # against the frozen best's out-of-fold predictions on the same held-out rows: a lower bound
     assert abs(probe["gain"] - (probe["probe_finetuned"] - probe["frozen_best_val"])) < 1e-3
+    assert probe["gain_is"] == "lower bound"
     assert isinstance(probe["recommend"], bool) and probe["noise"] > 0
     assert probe["estimated_full_seconds"] > 0 and 0 < probe["seconds"] <= probe["budget_seconds"]
     assert probe["frozen_score"] == round(res["best"]["cv_score"], 4)
@@ -36,18 +39,23 @@ def test_bench_reports_the_probe_in_json_md_and_html(capsys, tmp_path, tiny_bert
     assert "fine-tune probe" in (out / "results.html").read_text()
 
 
-def test_the_probe_is_deterministic(demo, tiny_bert):
-    import numpy as np
-
+def test_the_probe_is_deterministic_and_measures_against_the_given_frozen_predictions(demo, tiny_bert):
     from bertfeat import options
     from bertfeat.probe import run_probe
 
     train = demo[0]
-    X = np.random.default_rng(0).normal(size=(len(train.texts), 8))  # the frozen side's vectors: any will do
-    config = options.BenchConfig(model=tiny_bert, probe_seconds=60.0, progress=False)
-    first, second = (run_probe(config, train, X, 0.5, 1.0) for _ in range(2))
-    keys = ("probe_frozen", "frozen_best_val", "probe_finetuned", "gain", "noise", "recommend")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(len(train.texts), 32))  # the linear layer's start: any vectors will do
+    classes, y = np.unique(train.labels, return_inverse=True)
+    oof = rng.dirichlet(np.ones(len(classes)), size=len(train.texts))  # the frozen side's probabilities
+    config = options.BenchConfig(model=tiny_bert, probe_seconds=600.0, progress=False)
+    first, second = (run_probe(config, train, X, 0.5, 1.0, None, oof) for _ in range(2))
+    keys = ("frozen_best_val", "probe_finetuned", "gain", "noise", "recommend", "n_probe_train")
     assert not first.get("skipped") and [first[k] for k in keys] == [second[k] for k in keys]
+    # a frozen side that is right on every row: nothing to gain, whatever the fine-tune does
+    perfect = run_probe(config, train, X, 1.0, 1.0, None, np.eye(len(classes))[y])
+    assert perfect["frozen_best_val"] == 1.0 and perfect["gain"] <= 0 and perfect["recommend"] is False
+    assert perfect["probe_finetuned"] == first["probe_finetuned"]  # the same fine-tune, another yardstick
 
 
 def test_probe_skipped_with_its_reason_on_tiny_data(capsys, tmp_path, tiny_bert):
@@ -67,7 +75,8 @@ def test_without_finetune_probe_there_is_none(capsys, tmp_path, tiny_bert):
     assert "fine-tune probe" not in (out / "results.md").read_text()
 
 
-def test_finetune_auto_follows_the_probe(capsys, tmp_path, tiny_bert):
+def test_finetune_auto_follows_the_probe(capsys, tmp_path, tiny_bert, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a fine-tune's folder goes to runs/ of the working folder
     res, out = _bench(capsys, tmp_path, tiny_bert, "--finetune", "auto", "--time-budget", "20")
     probe = res["finetune_probe"]
     tuned = [r for r in res["results"] if r.get("fine_tuned")]
@@ -77,6 +86,43 @@ def test_finetune_auto_follows_the_probe(capsys, tmp_path, tiny_bert):
     else:  # a random tiny BERT: no advice, and no fine-tune run
         assert probe["auto"] == "no full fine-tune: the probe does not recommend one" and not tuned
     assert "--finetune auto: " in (out / "results.md").read_text()
+
+
+def test_a_finetune_that_beats_the_frozen_best_is_saved_as_best_model(tmp_path, tiny_bert, monkeypatch):
+    # The tiny random BERT's [CLS] vector carries next to nothing: a logistic regression on it is at chance,
+    # and a short full fine-tune (mean pooling) beats it on its own held-out rows.
+    monkeypatch.chdir(tmp_path)  # the fine-tune's folder goes to runs/ of the working folder
+    out = tmp_path / "bench"
+    proc = run_main("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--model", tiny_bert, "--cache-dir",
+                    tmp_path / "cache", "--out", out, "--no-tune", "--cv", "2", "--heads", "logreg", "--features",
+                    "cls", "--finetune", "full", "--finetune-epochs", "3", "--max-length", "24", "--json", "--quiet",
+                    check=0)
+    res = json.loads(proc.stdout)
+    tuned = next(r for r in res["results"] if r.get("fine_tuned"))
+    # chosen on the same rows: the fine-tune's validation split, where the frozen best's out-of-fold score is
+    assert tuned["cv_score"] > tuned["frozen_val_score"]
+    assert res["best"]["head"] == "full-ft" and res["best"]["model_dir"] == tuned["model_dir"]
+    best = out / "best-model"
+    assert sorted(os.listdir(best)) == ["encoder", "head.npz", "manifest.json", "run.json"]
+    # predict with the saved folder gives the bench's test figures: the same labels
+    preds = json.loads(run_main("predict", "--model-dir", best, "--data", DEMO_TEST, "--json", "--quiet",
+                                check=0).stdout)
+    assert np.mean([p["label"] == p["true_label"] for p in preds]) == res["best"]["accuracy"]
+    tuned_preds = json.loads(run_main("predict", "--model-dir", tuned["model_dir"], "--data", DEMO_TEST, "--json",
+                                      "--quiet", check=0).stdout)
+    assert [p["label"] for p in preds] == [p["label"] for p in tuned_preds]
+
+
+def test_only_a_full_finetune_ahead_on_its_own_rows_is_chosen():
+    from bertfeat.finetuning import TunedRow, chosen
+
+    def row(head, val, frozen):
+        return TunedRow({"head": head, "cv_score": val, "n_val": 30}, {}, (None, None), frozen)
+
+    assert chosen([row("full-ft", 0.80, 0.80)]) is None  # a tie keeps the frozen best
+    assert chosen([row("setfit", 0.99, None)]) is None  # setfit's head saw its validation rows
+    ahead = row("full-ft", 0.81, 0.80)
+    assert chosen([row("setfit", 0.99, None), ahead]) is ahead
 
 
 def test_time_budget_too_small_for_one_epoch_runs_no_finetune(tmp_path):
@@ -93,8 +139,8 @@ def test_time_budget_too_small_for_one_epoch_runs_no_finetune(tmp_path):
 def test_probe_skipped_when_its_budget_cannot_hold_it(capsys, tmp_path, tiny_bert):
     res, _ = _bench(capsys, tmp_path, tiny_bert, "--probe-seconds", "0.001")
     probe = res["finetune_probe"]
-    assert "over its budget of 0 s (probe_seconds)" in probe["skipped"] and probe["recommend"] is False
-    assert probe["seconds"] < 30  # stopped before its fine-tune
+    assert "its budget of 0.0 s is under the 2 s" in probe["skipped"] and probe["recommend"] is False
+    assert probe["seconds"] == 0.0  # stopped before loading anything
 
 
 def test_the_advised_command_is_one_finetune_accepts(tmp_path):
@@ -108,7 +154,7 @@ def test_the_advised_command_is_one_finetune_accepts(tmp_path):
     config = options.BenchConfig(model="/models/tiny bert", epochs=2)
     probe = {"recommend": True, "gain": 0.052, "estimated_full_seconds": 600.0}
     line = advice(probe, _command(config, train, "test.csv"))
-    assert line.startswith("fine-tuning is likely +5.2 points on this data (≈ 10 min here): `")
+    assert line.startswith("fine-tuning is likely at least +5.2 points on this data (≈ 10 min here): `")
     args = build_parser().parse_args(shlex.split(line.split("`")[1])[1:])
     assert (args.command, args.train, args.test, args.model, args.epochs, args.method) == \
         ("finetune", train, "test.csv", "/models/tiny bert", 2, "full")
