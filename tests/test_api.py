@@ -168,12 +168,14 @@ def test_the_name_lists_match_the_registries():
     from bertfeat.classify import HEADS
     from bertfeat.classify.heads import default_heads
     from bertfeat.classify.selection import DEFAULT_VIEWS, SCORES
+    from bertfeat.classify.thresholds import SELECT
     from bertfeat.extract import POOLINGS
     from bertfeat.extract.encoder import LONG_MODES, PRECISIONS
     from bertfeat.extract.finetune import METHODS
 
     assert o.HEAD_NAMES == tuple(sorted(HEADS)) and o.DEFAULT_HEADS == tuple(default_heads())
-    assert o.DEFAULT_VIEWS == DEFAULT_VIEWS and o.SCORES == SCORES and o.POOLINGS == POOLINGS
+    assert o.DEFAULT_VIEWS == DEFAULT_VIEWS and o.SINGLE_SCORES == SCORES and o.POOLINGS == POOLINGS
+    assert set(o.SCORES) == set(SCORES) | set(SELECT)
     assert o.PRECISIONS == PRECISIONS and o.LONG_MODES == LONG_MODES and o.FINETUNE_METHODS == METHODS
 
 

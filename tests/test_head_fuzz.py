@@ -49,8 +49,12 @@ def _mutate(rnd: random.Random, tree, arrays):
         arrays[key] = array.astype(rnd.choice([np.int32, np.int64, np.float32, np.float64, np.uint8, bool]))
     elif what == "values" and array.size and array.dtype.kind in "biuf":
         flat = array.reshape(-1)
-        flat[rnd.randrange(flat.size)] = rnd.choice([0, -1, 1, 10 ** 6, -5, np.nan, np.inf] if array.dtype.kind == "f"
-                                                    else [0, -1, 1, 10 ** 6, -5])
+        if array.dtype.kind == "f":
+            value = rnd.choice([0, -1, 1, 10 ** 6, -5, np.nan, np.inf])
+        else:  # an integer or boolean array holds the nearest value of its type (int8 label columns: 127)
+            info = np.iinfo(np.int8 if array.dtype.kind == "b" else array.dtype)
+            value = min(max(rnd.choice([0, -1, 1, 10 ** 6, -5]), info.min), info.max)
+        flat[rnd.randrange(flat.size)] = value
     elif what == "cycle" and ids:
         path = rnd.choice(attrs)
         _set(tree, path, {"ref": ids[0]})
