@@ -98,8 +98,8 @@ def save_model_dir(out: str, head, manifest: dict, run: dict, folders: dict | No
             os.fsync(fh.fileno())  # durable before the rename publishes the folder (run.json, manifest: likewise)
         atomic_write_json(os.path.join(tmp, RUN), run)
         files = {n: sha256_file(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))}
-        for name, source in (folders or {}).items():  # checked by the manifest's model_id, not file sums
-            shutil.copytree(source, os.path.join(tmp, name))
+        for folder, source in (folders or {}).items():  # checked by the manifest's model_id, not file sums
+            shutil.copytree(source, os.path.join(tmp, folder))
         atomic_write_json(os.path.join(tmp, MANIFEST), {**manifest, "format": FORMAT, "head_file": name,
                                                         "files": files})
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a model folder is shared like any other

@@ -24,12 +24,16 @@ def test_bench_reports_the_probe_in_json_md_and_html(capsys, tmp_path, tiny_bert
     res, out = _bench(capsys, tmp_path, tiny_bert)
     probe = res["finetune_probe"]
     assert not probe.get("skipped"), probe
-    # the demo's 320 training rows: a quarter held out, the rest (fewer than the smallest size) fine-tuned on
-    assert (probe["n_probe_val"], probe["n_probe_train"]) == (80, 240)
+    # the demo's 320 training rows: a quarter held out; the rest (fewer than the smallest size) fine-tuned on,
+    # and a quarter of them
+    assert (probe["n_probe_val"], probe["n_probe_train"], probe["n_probe_small"]) == (80, 240, 60)
+    assert not probe["more_rows_with_more_time"]  # the data, not the budget, stopped it at 240
     assert 0 <= probe["frozen_best_val"] <= 1 and 0 <= probe["probe_finetuned"] <= 1
-    # against the frozen best's out-of-fold predictions on the same held-out rows: a lower bound
-    assert abs(probe["gain"] - (probe["probe_finetuned"] - probe["frozen_best_val"])) < 1e-3
-    assert probe["gain_is"] == "lower bound"
+    # against the frozen best's out-of-fold predictions on the same held-out rows; the estimate adds what the
+    # fine-tune gains from 240 rows to the full fine-tune's 288, never less than nothing
+    assert abs(probe["lower_bound"] - (probe["probe_finetuned"] - probe["frozen_best_val"])) < 1e-3
+    grew = max(0.0, probe["probe_finetuned"] - probe["probe_finetuned_small"]) * (1 - 240 / 288) / 3
+    assert abs(probe["gain"] - probe["lower_bound"] - grew) < 1e-3
     assert isinstance(probe["recommend"], bool) and probe["noise"] > 0
     assert probe["estimated_full_seconds"] > 0 and 0 < probe["seconds"] <= probe["budget_seconds"]
     assert probe["frozen_score"] == round(res["best"]["cv_score"], 4)
@@ -50,11 +54,11 @@ def test_the_probe_is_deterministic_and_measures_against_the_given_frozen_predic
     oof = rng.dirichlet(np.ones(len(classes)), size=len(train.texts))  # the frozen side's probabilities
     config = options.BenchConfig(model=tiny_bert, probe_seconds=600.0, progress=False)
     first, second = (run_probe(config, train, X, 0.5, 1.0, None, oof) for _ in range(2))
-    keys = ("frozen_best_val", "probe_finetuned", "gain", "noise", "recommend", "n_probe_train")
+    keys = ("frozen_best_val", "probe_finetuned_small", "probe_finetuned", "gain", "noise", "recommend")
     assert not first.get("skipped") and [first[k] for k in keys] == [second[k] for k in keys]
     # a frozen side that is right on every row: nothing to gain, whatever the fine-tune does
     perfect = run_probe(config, train, X, 1.0, 1.0, None, np.eye(len(classes))[y])
-    assert perfect["frozen_best_val"] == 1.0 and perfect["gain"] <= 0 and perfect["recommend"] is False
+    assert perfect["frozen_best_val"] == 1.0 and perfect["lower_bound"] <= 0 and perfect["recommend"] is False
     assert perfect["probe_finetuned"] == first["probe_finetuned"]  # the same fine-tune, another yardstick
 
 
@@ -154,7 +158,7 @@ def test_the_advised_command_is_one_finetune_accepts(tmp_path):
     config = options.BenchConfig(model="/models/tiny bert", epochs=2)
     probe = {"recommend": True, "gain": 0.052, "estimated_full_seconds": 600.0}
     line = advice(probe, _command(config, train, "test.csv"))
-    assert line.startswith("fine-tuning is likely at least +5.2 points on this data (≈ 10 min here): `")
+    assert line.startswith("fine-tuning is likely +5.2 points on this data (≈ 10 min here): `")
     args = build_parser().parse_args(shlex.split(line.split("`")[1])[1:])
     assert (args.command, args.train, args.test, args.model, args.epochs, args.method) == \
         ("finetune", train, "test.csv", "/models/tiny bert", 2, "full")
