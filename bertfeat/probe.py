@@ -13,7 +13,7 @@ rows the full fine-tune trains on*, against the frozen best's out-of-fold accura
 them, the data-size gap swamps the method gap (SST-2: -6.6 points at 1,024 rows, +1.4 at 4,096, +4.9 measured
 with all 67k). The extrapolation is a power law through the two sizes, held-out error = a + b / rows (exponent 1:
 of the exponents the training sets show for these curves, 1,024 -> 2,048 -> 4,096 rows, TREC's 1.0, Banking77's
-0.8 and SST-2's 0.3, the one that extrapolates least; BENCHMARKS.md). Advice only when the estimate is above its
+0.3 and SST-2's 0.3, the one that extrapolates least; BENCHMARKS.md). Advice only when the estimate is above its
 noise (twice the paired standard error over the held-out rows) and ``MIN_GAIN``. The probe's measured texts per
 second give the full fine-tune's duration here.
 """
