@@ -9,6 +9,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+# Under pytest-xdist each worker runs torch, OpenVINO and ONNX Runtime on its share of the cores (they read
+# OMP_NUM_THREADS; subprocesses inherit it): each would take every core, and on 2 cores two workers' threads
+# spin-waiting for each other ran test_speed.py 4x slower. Tests of several threads ask for them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 # One folder of ONNX exports for the whole session (subprocesses inherit it): each test's own vector
 # cache then does not pay for a fresh export, and nothing is written under the user's ~/.cache.
 if "BERTFEAT_MODELS" not in os.environ:
@@ -64,11 +70,13 @@ def generated_rows(path, start: int, stop: int) -> str:
     return str(path)
 
 
-def cached_vectors(cache, texts):
-    """Default-encoder vectors of ``texts`` from ``cache``, asserting that none had to be embedded."""
+def cached_vectors(cache, texts, model=None):
+    """Default-encoder vectors of ``texts`` from ``cache``, asserting that none had to be embedded (``model``:
+    another model's, with every other setting the default)."""
     from bertfeat.extract import BertEncoder, embed
 
-    done = embed([BertEncoder()], texts, cache_dir=str(cache), progress=False)
+    encoder = BertEncoder() if model is None else BertEncoder(model=model)
+    done = embed([encoder], texts, cache_dir=str(cache), progress=False)
     assert done.n_embedded == 0, f"{done.n_embedded} of {len(texts)} texts were missing from {cache}"
     return done.vectors[0]
 

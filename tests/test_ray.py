@@ -65,29 +65,31 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path, ray_cluster):
+def test_ray_engine_matches_local_and_fit_reads_its_cache(tmp_path, ray_cluster, tiny_bert):
+    """On a small model with every other setting the default (precision auto, resolved by actors and driver
+    alike): the default model on Ray is test_ray_job_survives_a_killed_worker's."""
     from bertfeat.extract import read_table
 
     train = generated_rows(tmp_path / "train.csv", 0, 200)
     test = generated_rows(tmp_path / "test.csv", 50_000, 50_100)
     ray_cache, local_cache = tmp_path / "ray-cache", tmp_path / "local-cache"
     got = main_json("embed", "--data", train, "--data", test, "--engine", "ray", "--address", ray_cluster.address,
-                    "--num-workers", 2, "--block-size", 50, "--cache-dir", ray_cache)
+                    "--num-workers", 2, "--block-size", 50, "--model", tiny_bert, "--cache-dir", ray_cache)
     assert (got["engine"], got["num_workers"], got["n_texts"]) == ("ray", 2, 300)
     assert got["n_embedded"] + got["n_cached"] == got["n_unique"] >= 290  # unique within each block
     assert len(glob.glob(str(ray_cache / "*" / "*.keys.npy"))) >= 4  # several blocks, several writers
 
     fits = {}
     for name, cache in (("ray", ray_cache), ("local", local_cache)):
-        fits[name] = main_json("fit", "--train", train, "--test", test, "--head", "logreg", "--cache-dir", cache,
-                               "--out", tmp_path / f"model-{name}")
+        fits[name] = main_json("fit", "--train", train, "--test", test, "--head", "logreg", "--model", tiny_bert,
+                               "--cache-dir", cache, "--out", tmp_path / f"model-{name}")
     assert fits["ray"]["embedding"]["n_embedded"] == 0  # every vector came from the Ray-written cache
     assert fits["local"]["embedding"]["n_embedded"] >= 290
     for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall"):
         assert fits["ray"][key] == pytest.approx(fits["local"][key], abs=1e-9)
 
     texts = read_table([train, test], label_col=None).texts
-    a, b = cached_vectors(ray_cache, texts), cached_vectors(local_cache, texts)
+    a, b = cached_vectors(ray_cache, texts, tiny_bert), cached_vectors(local_cache, texts, tiny_bert)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= 0.9999
 

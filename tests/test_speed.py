@@ -42,7 +42,8 @@ def fp32_vectors(demo_texts):
 
 # -- batching -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
-def test_batching_keeps_input_order(precision):
+def test_batching_keeps_input_order(precision, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # two streams on ONNX Runtime and OpenVINO, whatever the suite's share
     encoder = BertEncoder(precision=precision, device="cpu", batch_size=2)  # several batches, run by streams
     forward = _vectors(encoder, TEXTS)
     backward = _vectors(encoder, TEXTS[::-1])[::-1]
