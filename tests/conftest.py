@@ -221,9 +221,25 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     """Without ../shared beside the checkout, deselect the slow tests (the only ones that need it) instead of
     skipping them, so a skip always means something is wrong (.ci/run fails on any)."""
+    _name_xdist_groups(config, items)
     if os.path.isdir(SHARED):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def _name_xdist_groups(config, items):
+    """`--dist loadgroup` sends a test marked xdist_group("g") with the others of "g" when its id ends in "@g".
+    pytest-xdist 3.8 renames the test through ``item._nodeid``, which pytest 9.2 no longer reads (the id is
+    ``item._id``): the marks did nothing, and Ray's tests ran on both workers at once, a cluster each. Rename
+    it where pytest reads it, unless xdist already did."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = type(item._id).parse(item.nodeid + suffix)
