@@ -219,12 +219,12 @@ def test_a_block_whose_worker_dies_every_time_ends_in_one_line(tmp_path, tiny_be
 
 
 def test_the_driver_verifies_the_cache_before_a_ray_run(tmp_path, tiny_bert, ray_cluster):
-    """A damaged shard is quarantined and its rows re-embedded, as in a local run; actors never hash."""
+    """A damaged shard is quarantined and its rows re-embedded, as in a local run; actors never hash. The
+    cache is filled by a local run (the same shards a Ray run writes: test_ray_engine_matches_local...)."""
     data = tmp_path / "texts.csv"
     data.write_text("text\n" + "\n".join(f"text number {i}" for i in range(200)) + "\n")
     cache = tmp_path / "cache"
-    args = ("embed", "--data", data, "--engine", "ray", "--address", ray_cluster.address, "--num-workers", 2,
-            "--block-size", 50, "--model", tiny_bert, "--device", "cpu", "--precision", "fp32", "--shard-size", 50,
+    args = ("embed", "--data", data, "--model", tiny_bert, "--device", "cpu", "--precision", "fp32", "--shard-size", 50,
             "--cache-dir", cache)
     first = main_json(*args)
     assert first["n_embedded"] == 200
@@ -233,7 +233,8 @@ def test_the_driver_verifies_the_cache_before_a_ray_run(tmp_path, tiny_bert, ray
     payload[-4:] = b"\x00\x00\x80\x7f"  # the last float becomes +inf: same size, only the checksum tells
     open(shards[0], "wb").write(bytes(payload))
     rows = np.load(shards[0]).shape[0]
-    again = main_json(*args)
-    assert (again["n_embedded"], again["n_cached"]) == (rows, 200 - rows)
+    again = main_json(*args, "--engine", "ray", "--address", ray_cluster.address, "--num-workers", 1,
+                      "--block-size", 50)
+    assert again["engine"] == "ray" and (again["n_embedded"], again["n_cached"]) == (rows, 200 - rows)
     assert glob.glob(str(cache / "quarantine" / "*" / "*" / os.path.basename(shards[0])))
     assert main_json("cache", "verify", "--cache-dir", cache)["damaged"] == []
