@@ -8,6 +8,7 @@ import numpy as np
 from conftest import DEMO_TEST, DEMO_TRAIN, data_rows, run_main
 
 from bertfeat.cli import main
+from bertfeat.probe import EXPONENT
 
 FAST = ["--no-tune", "--cv", "2", "--heads", "logreg", "--quiet", "--probe-seconds", "600", "--finetune-probe"]
 
@@ -32,7 +33,8 @@ def test_bench_reports_the_probe_in_json_md_and_html(capsys, tmp_path, tiny_bert
     # against the frozen best's out-of-fold predictions on the same held-out rows; the estimate adds what the
     # fine-tune gains from 240 rows to the full fine-tune's 288, never less than nothing
     assert abs(probe["lower_bound"] - (probe["probe_finetuned"] - probe["frozen_best_val"])) < 1e-3
-    grew = max(0.0, probe["probe_finetuned"] - probe["probe_finetuned_small"]) * (1 - 240 / 288) / 3
+    a = EXPONENT
+    grew = max(0.0, probe["probe_finetuned"] - probe["probe_finetuned_small"]) * (1 - (288 / 240) ** -a) / (4 ** a - 1)
     assert abs(probe["gain"] - probe["lower_bound"] - grew) < 1e-3
     assert isinstance(probe["recommend"], bool) and probe["noise"] > 0
     assert probe["estimated_full_seconds"] > 0 and 0 < probe["seconds"] <= probe["budget_seconds"]
