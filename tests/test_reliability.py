@@ -39,11 +39,11 @@ def _stored_vectors(data, cache):
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_vectors(tmp_path):
-    data = _slice(tmp_path, "d.csv", 0, 1200)
+    data = _slice(tmp_path, "d.csv", 0, 600)  # 12 shards of 50
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BERTFEAT_CACHE": str(killed)}
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", str(data),
-                             "--shard-size", "100", "--quiet"], cwd=ROOT, env=env,
+                             "--shard-size", "50", "--quiet"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(_committed(killed)) < 2 and time.time() < deadline and proc.poll() is None:
@@ -52,10 +52,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_vectors(tmp_path):
     proc.wait()
     done_before = len(_committed(killed))
     assert 2 <= done_before < 12, "the run should have been killed part-way"
-    resumed = main_json("embed", "--data", data, "--shard-size", "100", cache=killed)
-    assert resumed["n_cached"] >= 200 and resumed["n_embedded"] > 0
+    resumed = main_json("embed", "--data", data, "--shard-size", "50", cache=killed)
+    assert resumed["n_cached"] >= 100 and resumed["n_embedded"] > 0
     assert resumed["n_cached"] + resumed["n_embedded"] == resumed["n_unique"]
-    main_json("embed", "--data", data, "--shard-size", "100", cache=clean)
+    main_json("embed", "--data", data, "--shard-size", "50", cache=clean)
     a, b = _stored_vectors(data, killed), _stored_vectors(data, clean)
     # Batches are cut the same way on resume, so the vectors are the very same bytes.
     assert a.tobytes() == b.tobytes()
@@ -63,12 +63,12 @@ def test_resume_after_sigkill_gives_the_uninterrupted_vectors(tmp_path):
 
 
 def test_two_concurrent_runs_share_one_cache(tmp_path):
-    first, second = _slice(tmp_path, "a.csv", 0, 700), _slice(tmp_path, "b.csv", 350, 1050)
-    union = _slice(tmp_path, "u.csv", 0, 1050)
+    first, second = _slice(tmp_path, "a.csv", 0, 350), _slice(tmp_path, "b.csv", 175, 525)
+    union = _slice(tmp_path, "u.csv", 0, 525)
     cache = tmp_path / "cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BERTFEAT_CACHE": str(cache)}
     procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", str(path),
-                               "--shard-size", "128", "--json", "--quiet"], cwd=ROOT, env=env,
+                               "--shard-size", "64", "--json", "--quiet"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for path in (first, second)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -290,23 +290,23 @@ def _committed_rows(cache):
 
 
 def test_sigkill_in_a_later_window_keeps_the_earlier_windows_and_resumes_to_the_same_bytes(tmp_path):
-    # 1,200 rows read and embedded 300 at a time (--window): killed in the second window or later, the
+    # 600 rows read and embedded 150 at a time (--window): killed in the second window or later, the
     # re-run embeds only what was not committed, and gives the bytes an uninterrupted run gives.
-    data = _slice(tmp_path, "d.csv", 0, 1200)
-    flags = ["--window", "300", "--shard-size", "100"]
+    data = _slice(tmp_path, "d.csv", 0, 600)
+    flags = ["--window", "150", "--shard-size", "50"]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BERTFEAT_CACHE": str(killed)}
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", str(data), *flags,
                              "--quiet"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
-    while _committed_rows(killed) < 400 and time.time() < deadline and proc.poll() is None:
+    while _committed_rows(killed) < 200 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = _committed_rows(killed)
-    assert 400 <= done_before < 1200, proc.stderr.read()[-2000:]
+    assert 200 <= done_before < 600, proc.stderr.read()[-2000:]
     resumed = main_json("embed", "--data", data, *flags, cache=killed)
-    assert resumed["n_cached"] >= done_before and resumed["n_embedded"] == 1200 - resumed["n_cached"]
-    assert resumed["n_unique"] == 1200
+    assert resumed["n_cached"] >= done_before and resumed["n_embedded"] == 600 - resumed["n_cached"]
+    assert resumed["n_unique"] == 600
     main_json("embed", "--data", data, *flags, cache=clean)
     assert _stored_vectors(data, killed).tobytes() == _stored_vectors(data, clean).tobytes()
