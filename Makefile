@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) cli.py fit --train data/demo/train.csv --test data/demo/test.csv --head logreg --out runs/demo-logreg-$$(date +%Y%m%d-%H%M%S)
 
-# Two workers: Ray's tests (one local cluster at a time, ~300 s) hold one while the other takes the rest; the
-# CLI runs in-process where the process is not the point. --durations names what to make faster next.
+# Two workers, each on its share of the cores (tests/conftest.py sets OMP_NUM_THREADS): Ray's tests (one
+# cluster for the module, ~2 min) hold one while the other takes the rest; the CLI runs in-process where the
+# process is not the point. --durations names what to make faster next.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=10
 
