@@ -44,16 +44,18 @@ def ray_cluster():
            "--port", str(_free_port()), "--dashboard-port", str(_free_port()),
            "--dashboard-agent-listen-port", str(_free_port()), "--include-dashboard", "false",
            "--disable-usage-stats", "--temp-dir", temp]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    log = os.path.join(temp, "ray-start.log")  # a file, not a pipe nobody reads while the cluster runs
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     address_file = os.path.join(temp, "ray_current_cluster")  # written once the head node is up
     deadline = time.time() + 120
     while not os.path.exists(address_file) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     try:
         if not os.path.exists(address_file):
-            proc.kill()
-            pytest.fail(f"`ray start` did not come up:\n{proc.communicate()[0][-3000:]}")
+            with open(log) as fh:
+                pytest.fail(f"`ray start` did not come up:\n{fh.read()[-3000:]}")
         with open(address_file) as fh:
             yield SimpleNamespace(address=fh.read().strip(), pgid=proc.pid)
     finally:
@@ -61,7 +63,7 @@ def ray_cluster():
             os.killpg(proc.pid, signal.SIGKILL)  # the head and its node's processes (workers die with their raylet)
         except ProcessLookupError:
             pass
-        proc.communicate()
+        proc.wait()
         shutil.rmtree(temp, ignore_errors=True)
 
 
