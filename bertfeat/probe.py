@@ -4,8 +4,8 @@ A bounded experiment on the *training* data only (the test set stays unseen). ``
 rows are held out. On the other rows, twice one epoch of the full fine-tune's recipe (``extract/trainer.py``:
 encoder + mean pooling + linear layer, warm-up then linear decay): on m/4 rows and on m rows, m the largest of
 ``SIZES`` the budget holds. The linear layer starts at a logistic regression on the rows' frozen vectors (LP-FT),
-and the word-embedding matrix stays as it is (on a CPU its dense update costs as much as the rest of the step; a
-short fine-tune barely moves it).
+and the word-embedding matrix stays as it is (its dense update of half the model's weights adds a fifth to a CPU
+step, more on a busy machine; a short fine-tune barely moves it).
 
 The estimate compares like with like on the same held-out rows: the fine-tune's accuracy *extrapolated to the
 rows the full fine-tune trains on*, against the frozen best's out-of-fold accuracy (the frozen best was fit on
@@ -44,9 +44,11 @@ PROBE_LR = 1e-4  # the full fine-tune's rate
 FULL_EPOCHS = 5  # the full fine-tune's default most epochs (extract.finetune.DEFAULTS)
 EXPONENT = 0.3  # of the fine-tune's learning curve, held-out error = a + b rows^-EXPONENT (see the docstring)
 # The full fine-tune's seconds per row over the probe's: it also updates the word embeddings (30,522 x 384 for
-# MiniLM, half the model); measured on the 2-core CPU, benchmarks/finetune_probe.py --speed
-FULL_STEP_COST = 1.6
-STEP_OVERHEAD = 1.2  # a training step's seconds over its forward and backward passes (the optimizer's update)
+# MiniLM, half the model), in batches of 32; and a probe step's seconds over its forward and backward passes (the
+# optimizer's update). Measured on the 2-core CPU at load 1.5-2 (benchmarks/finetune_probe.py --speed): 1.17 and
+# 1.09 on two threads, 1.26 and 1.14 on one.
+FULL_STEP_COST = 1.2
+STEP_OVERHEAD = 1.1
 
 
 def skipped(reason: str, **extra) -> dict:
