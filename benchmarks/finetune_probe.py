@@ -1,9 +1,9 @@
 """The fine-tune probe (bertfeat/probe.py) inside the default bench, on the shared data sets.
 
 For each data set: the default ``bench`` with ``finetune_probe`` on, in this process (warm cache assumed), and
-the probe's record: the rows it fine-tuned on, its estimate (a lower bound) ± noise, ``recommend``, its seconds
+the probe's record: the rows it fine-tuned on, its estimate ± noise, ``recommend``, its seconds
 and their share of the frozen bench's. ``--sizes`` then re-runs the probe alone at each given number of
-probe-train rows (no time budget) on the same inputs bench gave it, to show how the bound tightens with rows.
+probe-train rows m (no time budget; the pair m/4, m) on the same inputs bench gave it.
 ``--speed`` measures ``FULL_STEP_COST`` and ``STEP_OVERHEAD``: seconds per row of a training step with the
 word embeddings frozen (the probe's), of one that also updates them (the full fine-tune's, batch 32), and of
 the forward and backward passes alone, in the same run.
@@ -55,9 +55,11 @@ def bench_with_probe(name: str, probe_seconds, sizes: list[int]) -> None:
     for m in sizes:
         probe.SIZES = (m,)
         r = real(options.replace(config, probe_seconds=float("inf")), *rest)
-        print(f"{name}: {r['n_probe_train']} probe-train rows: fine-tuned {r['probe_finetuned']:.4f} vs frozen best "
-              f"{r['frozen_best_val']:.4f} on {r['n_probe_val']} held-out rows: {100 * r['gain']:+.1f} ± "
-              f"{100 * r['noise']:.1f} points, recommend {r['recommend']}, {r['seconds']:.1f} s")
+        print(f"{name}: fine-tuned on {r['n_probe_small']} / {r['n_probe_train']} rows "
+              f"{r['probe_finetuned_small']:.4f} / {r['probe_finetuned']:.4f} vs frozen best "
+              f"{r['frozen_best_val']:.4f} on {r['n_probe_val']} held-out rows (lower bound "
+              f"{100 * r['lower_bound']:+.1f}): {100 * r['gain']:+.1f} ± {100 * r['noise']:.1f} points, "
+              f"recommend {r['recommend']}, {r['seconds']:.1f} s")
 
 
 def speed(name: str, rows: int = 512) -> None:
