@@ -55,8 +55,9 @@ def bench_with_probe(name: str, probe_seconds, sizes: list[int]) -> None:
     for m in sizes:
         probe.SIZES = (m,)
         r = real(options.replace(config, probe_seconds=float("inf")), *rest)
+        small = "-" if r["n_probe_small"] is None else f"{r['probe_finetuned_small']:.4f}"
         print(f"{name}: fine-tuned on {r['n_probe_small']} / {r['n_probe_train']} rows "
-              f"{r['probe_finetuned_small']:.4f} / {r['probe_finetuned']:.4f} vs frozen best "
+              f"{small} / {r['probe_finetuned']:.4f} vs frozen best "
               f"{r['frozen_best_val']:.4f} on {r['n_probe_val']} held-out rows (lower bound "
               f"{100 * r['lower_bound']:+.1f}): {100 * r['gain']:+.1f} ± {100 * r['noise']:.1f} points, "
               f"recommend {r['recommend']}, {r['seconds']:.1f} s")

@@ -189,7 +189,7 @@ def run(config: options.BenchConfig, train, test) -> BenchResult:
     oof = selection.pop("oof")  # the chosen candidate's out-of-fold probabilities: label issues, the probe
     issues = _label_issues(oof, train)
     probe = None
-    if config.finetune_probe or auto:
+    if config.finetune_probe is not False or auto:
         from bertfeat.extract.model import resolve_device
         from bertfeat.probe import auto_methods, run_probe
 

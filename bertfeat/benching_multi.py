@@ -27,7 +27,7 @@ def check_multi(config) -> None:
     if config.samples_per_label:
         raise ConfigError("samples_per_label (the MTEB protocol) scores one label per text; it has no "
                           "multi-label form: drop it")
-    if config.finetune or config.finetune_probe:
+    if config.finetune or config.finetune_probe:  # None, the default, means off here
         raise ConfigError("finetune / finetune_probe fine-tune with one label per text; on multi-label data "
                           "bench compares frozen heads only: drop them")
     if config.class_weight or config.tune_threshold:

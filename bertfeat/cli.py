@@ -240,14 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fine-tune the encoder (full, setfit, or full,setfit) and add those rows, marked "
                         "fine-tuned; with --samples-per-label, setfit on the same samples; auto: a full "
                         "fine-tune only when the fine-tune probe recommends one and it fits --time-budget "
-                        "(on a GPU, --finetune-probe alone acts as auto)")
+                        "(on a GPU the probe alone acts as auto)")
     g.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="--finetune auto: most minutes the full fine-tune may take here, as the probe estimates "
                         "them (fewer epochs when the default 5 would not fit; default: no limit)")
-    g.add_argument("--finetune-probe", action="store_true",
-                   help="run the fine-tune probe (a short fine-tune on a training subsample, at most 30 s, that "
-                        "estimates whether fine-tuning the encoder would gain over the frozen best; experimental: "
-                        "it misses SST-2's gain, BENCHMARKS.md); --finetune auto runs it anyway")
+    g.add_argument("--finetune-probe", action=argparse.BooleanOptionalAction, default=None,
+                   help="the fine-tune probe: two short fine-tunes on training subsamples that estimate whether "
+                        "fine-tuning the encoder would gain over the frozen best, and how long it would take "
+                        "(default: on for one label per text, within a fifth of the frozen bench's time, 30 s at "
+                        "most; --no-finetune-probe skips it; --finetune auto runs it anyway)")
     g.add_argument("--probe-seconds", type=float, default=None, metavar="S",
                    help="the fine-tune probe's time budget; it is skipped, with the reason, when it would take "
                         "longer (default: a fifth of the frozen bench's wall time, 30 at most)")

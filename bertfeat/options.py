@@ -112,9 +112,9 @@ class BenchConfig(EncoderOptions, DataOptions, SelectOptions):
     n_experiments: int = 10
     finetune: str | None = None
     epochs: int | None = None  # of each fine-tune bench runs
-    # a short fine-tune on the training data: would fine-tuning gain? (bertfeat.probe). Off by default until
-    # it predicts SST-2's measured gain (BENCHMARKS.md: it misses it), so a default bench does not pay for it.
-    finetune_probe: bool = False
+    # a short fine-tune on the training data: would fine-tuning gain? (bertfeat.probe). None: on for one label
+    # per text (within its budget: a fifth of the frozen bench's time, 30 s at most), off for multi-label data
+    finetune_probe: bool | None = None
     time_budget: float | None = None  # minutes a --finetune auto fine-tune may take (None: no limit)
     probe_seconds: float | None = None  # the probe's budget (None: a fifth of the frozen bench's time, 30 s at most)
     track: str | bool | None = None  # MLflow tracking URI; True or "": runs/mlflow.db (bertfeat.tracking)

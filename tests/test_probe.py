@@ -21,7 +21,15 @@ def _bench(capsys, tmp_path, tiny_bert, *extra, train=DEMO_TRAIN):
     return json.loads(capsys.readouterr().out), out
 
 
-def test_bench_reports_the_probe_in_json_md_and_html(capsys, tmp_path, tiny_bert):
+def test_bench_reports_the_probe_in_json_md_and_html(capsys, tmp_path, tiny_bert, monkeypatch):
+    from bertfeat import probe as probe_module
+
+    res, _ = _bench(capsys, tmp_path / "few", tiny_bert)
+    probe = res["finetune_probe"]  # 60 rows for 5 classes at m/4: too few per class for a learning curve
+    assert probe["n_probe_small"] is None and not probe["extrapolated"] and probe["gain"] == probe["lower_bound"]
+    assert "too few rows per class for a learning curve" in probe["advice"] or probe["recommend"]
+    # the curve's arithmetic, with the per-class floor lowered to what the demo's 320 rows can give
+    monkeypatch.setattr(probe_module, "MIN_PER_CLASS", 1)
     res, out = _bench(capsys, tmp_path, tiny_bert)
     probe = res["finetune_probe"]
     assert not probe.get("skipped"), probe
@@ -72,13 +80,31 @@ def test_probe_skipped_with_its_reason_on_tiny_data(capsys, tmp_path, tiny_bert)
     assert "fine-tune probe: skipped (80 training rows" in (out / "results.md").read_text()
 
 
-def test_without_finetune_probe_there_is_none(capsys, tmp_path, tiny_bert):
-    out = tmp_path / "out"
-    assert main(["bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--model", tiny_bert, "--cache-dir",
-                 str(tmp_path / "cache"), "--out", str(out), "--json", *FAST[:-1]]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert res["finetune_probe"] is None
-    assert "fine-tune probe" not in (out / "results.md").read_text()
+def test_the_probe_runs_by_default_and_no_finetune_probe_skips_it(capsys, tmp_path, tiny_bert):
+    def bench(*flags):
+        out = tmp_path / f"out{len(flags)}"
+        assert main(["bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--model", tiny_bert, "--cache-dir",
+                     str(tmp_path / "cache"), "--out", str(out), "--json", *FAST[:-3], *flags]) == 0
+        return json.loads(capsys.readouterr().out), (out / "results.md").read_text()
+
+    res, md = bench()  # a bench of a few seconds: a fifth of it cannot hold the probe, which says so
+    assert "its budget of" in res["finetune_probe"]["skipped"] and "of the frozen bench's" in md
+    res, md = bench("--no-finetune-probe")
+    assert res["finetune_probe"] is None and "fine-tune probe" not in md
+
+
+def test_finetune_auto_gives_the_probe_a_tenth_of_the_time_budget(demo, tiny_bert):
+    from bertfeat import options
+    from bertfeat.probe import run_probe
+
+    train = demo[0]
+    X = np.random.default_rng(0).normal(size=(len(train.texts), 32))
+    oof = np.full((len(train.texts), len(set(train.labels))), 1 / len(set(train.labels)))
+    config = options.BenchConfig(model=tiny_bert, progress=False)
+    assert run_probe(config, train, X, 0.5, 5.0, None, oof)["skipped"].startswith("its budget of 1.0 s")
+    for time_budget, seconds in ((5.0, 30.0), (20.0, 120.0), (None, 120.0)):  # 120 s at most
+        auto = options.replace(config, finetune="auto", time_budget=time_budget)
+        assert run_probe(auto, train, X, 0.5, 5.0, None, oof)["budget_seconds"] == seconds
 
 
 def test_finetune_auto_follows_the_probe(capsys, tmp_path, tiny_bert, monkeypatch):
