@@ -143,33 +143,42 @@ def demo_vectors(demo, demo_cache):
     return vecs[:len(train.texts)], train.labels, vecs[len(train.texts):], test.labels
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory):
-    """A vector cache holding the demo data under every encoder of the default bench's views (one forward
-    pass, once per session): tests copy it instead of embedding the same texts again. Under pytest-xdist the
-    workers share one: the first to need it fills it in the folder above their own, under a lock, and the
-    others wait for it and read it (a filled cache is only read: copied, or looked up)."""
+def _filled_once(tmp_path_factory, name, fill):
+    """The folder ``name``, filled by ``fill(folder)`` once for the session. Under pytest-xdist the workers
+    share it: the first to need it fills it in the folder above their own, under a lock, and the others wait
+    for it and read it (a filled folder is only read: copied, or looked up)."""
+    import shutil
+
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    folder, filled = shared / "demo-cache-filled", shared / "demo-cache-filled.done"
-    with FileLock(str(shared / "demo-cache-filled.lock")):
+    folder, filled = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
         if not filled.exists():
-            import shutil
-
-            from bertfeat.classify.selection import DEFAULT_VIEWS
-            from bertfeat.extract import BertEncoder, embed, feature_encoders, read_table
-
             shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed mid-fill left
-            texts = read_table(DEMO_TRAIN).texts + read_table(DEMO_TEST).texts
-            unique = {}
-            for view in DEFAULT_VIEWS:
-                for enc in feature_encoders(view, BertEncoder()):
-                    unique.setdefault(enc.fingerprint(), enc)
-            embed(list(unique.values()), texts, cache_dir=str(folder), progress=False)
+            fill(folder)
             filled.touch()
     return folder
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A vector cache holding the demo data under every encoder of the default bench's views (one forward
+    pass, once per session, shared by xdist workers): tests copy it instead of embedding the same texts again."""
+
+    def fill(folder):
+        from bertfeat.classify.selection import DEFAULT_VIEWS
+        from bertfeat.extract import BertEncoder, embed, feature_encoders, read_table
+
+        texts = read_table(DEMO_TRAIN).texts + read_table(DEMO_TEST).texts
+        unique = {}
+        for view in DEFAULT_VIEWS:
+            for enc in feature_encoders(view, BertEncoder()):
+                unique.setdefault(enc.fingerprint(), enc)
+        embed(list(unique.values()), texts, cache_dir=str(folder), progress=False)
+
+    return _filled_once(tmp_path_factory, "demo-cache-filled", fill)
 
 
 @pytest.fixture
@@ -212,6 +221,25 @@ def tiny_bert(tmp_path_factory):
     tokenizer.save_pretrained(folder)
     return str(folder)
 
+
+
+@pytest.fixture(scope="session")
+def export_cache(tiny_bert, tmp_path_factory):
+    """A cache root holding one encoder entry and one int8 ONNX export of tiny_bert (the same bytes on every
+    xdist worker, so the same export key), made once for the session by a real `embed` under umask 022 with
+    exports under the cache root, as for a user. Tests copy it."""
+
+    def fill(folder):
+        data = data_rows(DEMO_TRAIN, f"{folder}-texts.csv", 0, 20)
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), "embed", "--data", data, "--model",
+                               tiny_bert, "--precision", "int8", "--device", "cpu", "--quiet"], cwd=ROOT,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "BERTFEAT_MODELS": "",
+                                   "BERTFEAT_CACHE": str(folder)},
+                              capture_output=True, text=True, timeout=600, preexec_fn=lambda: os.umask(0o022))
+        assert proc.returncode == 0, proc.stderr
+        assert len(os.listdir(folder / "models")) == 1, "the export is not under the cache root"
+
+    return _filled_once(tmp_path_factory, "export-cache", fill)
 
 def pytest_report_header(config):
     if not os.path.isdir(SHARED):

@@ -1,5 +1,6 @@
 """The vector store: hits return the stored bytes, only missing texts are embedded, damage is never served."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -134,22 +135,14 @@ def test_damaged_export_is_set_aside_and_rebuilt(tiny_bert, tmp_path, monkeypatc
     assert verify_exports(str(root)) == {"exports": 1, "damaged": []}
 
 
-def test_cache_verify_reports_a_damaged_export(tiny_bert, tmp_path, monkeypatch):
-    from conftest import run_cli
+def test_cache_verify_reports_a_damaged_export(export_cache, tmp_path):
+    from conftest import run_cli, run_main
 
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("BERTFEAT_MODELS", "")  # exports under the cache root, where `cache verify` looks
-    run_cli("embed", "--data", _csv(tmp_path), "--model", tiny_bert, "--precision", "int8", "--device", "cpu",
-            "--quiet", cache=cache, check=0)
+    cache = shutil.copytree(export_cache, tmp_path / "cache")  # an int8 export under the cache root
     (folder,) = (cache / "models").iterdir()
-    run_cli("cache", "verify", cache=cache, check=0)
+    run_main("cache", "verify", cache=cache, check=0)
     _damage_export(folder, "meta_value")
-    proc = run_cli("cache", "verify", cache=cache, check=1)
+    proc = run_cli("cache", "verify", cache=cache, check=1)  # a real process: the exit code, no traceback
     assert f"model export {folder}: meta.json does not match its checksum" in proc.stderr
     assert "Traceback" not in proc.stderr
 
-
-def _csv(tmp_path):
-    path = tmp_path / "texts.csv"
-    path.write_text("text\nmy card has not arrived yet\nrefund please\n")
-    return path

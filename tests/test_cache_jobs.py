@@ -37,18 +37,6 @@ def _embed_args(data, tiny_bert):
             "--json"]
 
 
-@pytest.fixture(scope="module")
-def export_cache(tiny_bert, tmp_path_factory):
-    """A cache root holding one encoder entry and one int8 ONNX export of the tiny BERT, made by a real
-    `embed` under umask 022; each test works on its own copy."""
-    base = tmp_path_factory.mktemp("export-cache")
-    data = data_rows(DEMO_TRAIN, base / "texts.csv", 0, 20)
-    proc = _popen(*_embed_args(data, tiny_bert), cache=base / "cache")
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-    return base / "cache"
-
-
 def _copy(export_cache, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(export_cache, cache)

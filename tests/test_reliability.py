@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bertfeat.extract.data import is_blank
 
-from conftest import (DEMO_TEST, DEMO_TRAIN, ROOT, cached_vectors, data_rows, generated_rows, main_json, run_cli,
-                      run_json, run_main)
+from conftest import DEMO_TRAIN, ROOT, cached_vectors, data_rows, generated_rows, main_json, run_cli, run_main
 from bertfeat.errors import BertfeatError
 
 
@@ -267,16 +266,15 @@ def test_loader_reads_every_valid_table_exactly_and_rejects_only_invalid_ones(tm
     assert table.rows == [i + 2 for i in keep]
 
 
-def test_cache_info_lists_model_exports_and_prune_all_removes_them(tmp_path, monkeypatch):
-    # In real processes: this process may hold an int8 engine loaded from the session's exports folder.
-    monkeypatch.setenv("BERTFEAT_MODELS", "")  # exports go under this test's cache root, as for a user
-    cache = tmp_path / "cache"
-    run_json("embed", "--data", DEMO_TEST, "--precision", "int8", cache=cache)  # int8 always runs from an export
-    exports = run_json("cache", "info", cache=cache)["exports"]
+def test_cache_info_lists_model_exports_and_prune_all_removes_them(tmp_path, export_cache):
+    import shutil
+
+    cache = shutil.copytree(export_cache, tmp_path / "cache")  # a real int8 embed's cache, export included
+    exports = main_json("cache", "info", cache=cache)["exports"]
     assert exports[0]["precision"] == "int8" and exports[0]["bytes"] > 1_000_000
-    run_json("cache", "prune", "--all", cache=cache)
-    assert run_json("cache", "info", cache=cache) == {"cache_dir": str(cache.resolve()), "entries": [], "exports": [],
-                                                   "quarantined": []}
+    main_json("cache", "prune", "--all", cache=cache)
+    assert main_json("cache", "info", cache=cache) == {"cache_dir": str(cache.resolve()), "entries": [], "exports": [],
+                                                    "quarantined": []}
 
 
 def _committed_rows(cache):
