@@ -2,7 +2,8 @@
 (``auto_map``, a model type transformers does not ship) is refused in one line before anything loads, even
 when the user would answer "y" to transformers' prompt; a damaged config, tokenizer or weights file, or a
 pickle torch refuses, is one ``error: model folder DIR: FILE ...`` line instead of a traceback. Real CLI
-processes where a prompt could be answered or an export runs; damaged files for embed in-process (run_main)."""
+processes where a prompt could be answered or an export runs; damaged files for embed, and the fine-tune the
+predict test starts from, in-process (run_main)."""
 import json
 import os
 import shutil
@@ -101,8 +102,8 @@ def test_every_command_that_takes_a_model_folder_refuses_one_that_asks_to_run_co
 def finetuned(tmp_path_factory, tiny_bert):
     """A model folder written by `finetune` on tiny_bert (one short epoch)."""
     out = tmp_path_factory.mktemp("finetuned") / "run"
-    proc = _cli("finetune", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--model", tiny_bert, "--epochs", "1",
-                "--max-length", "24", "--out", out, cache=tmp_path_factory.mktemp("cache"))
+    proc = _in_process("finetune", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--model", tiny_bert, "--epochs", "1",
+                       "--max-length", "24", "--out", out, cache=tmp_path_factory.mktemp("cache"))
     assert proc.returncode == 0, proc.stderr
     return out
 

@@ -123,7 +123,7 @@ def test_tampered_model_folder_is_refused_by_predict(tmp_path, cache, demo_model
     with open(os.path.join(folder, "head.npz"), "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00")
-    proc = run_cli("predict", "--model-dir", folder, "--text", "hi", cache=cache)
+    proc = run_main("predict", "--model-dir", folder, "--text", "hi", cache=cache)
     assert proc.returncode == 2 and "does not match the checksum" in proc.stderr
 
 
