@@ -241,11 +241,13 @@ def test_flag_errors_fail_in_one_line_before_any_work(tmp_path):
 def test_forward_pass_limits_are_one_line_errors(tmp_path):
     long_pairs = tmp_path / "pairs.csv"
     long_pairs.write_text("text,other,label\n" + f'"{"word " * 60}","{"other " * 60}",x\nshort,also short,y\n')
-    runs = _run_many([
+    runs = _run_in_process([
         ("embed", "--data", DEMO_TEST, "--layers", "-100"),
         ("embed", "--data", DEMO_TEST, "--max-length", "2"),
-        ("embed", "--data", long_pairs, "--pair-col", "other", "--max-length", "8", "--long", "chunk"),
     ], cache=tmp_path / "cache")
+    # A real process: a panic in the Rust tokenizer would print below Python, where run_main cannot see it.
+    runs.append(run_cli("embed", "--data", long_pairs, "--pair-col", "other", "--max-length", "8", "--long", "chunk",
+                        cache=tmp_path / "cache"))
     _one_line_error(runs[0], "--layers '-100'", "6 layers", "-7")
     _one_line_error(runs[1], "--max-length 2", "2 special tokens", "--max-length 3")
     _one_line_error(runs[2], "--max-length 8", "--long chunk", "--pair-col", "--max-length 9")
