@@ -204,6 +204,25 @@ def demo_model(demo_cache, tmp_path_factory):
                      cache=folder / "cache")
 
 
+# The tests reading the default bench's result share one xdist group, so one worker runs it once.
+DEMO_BENCH = pytest.mark.xdist_group("demo-bench")
+
+
+@pytest.fixture(scope="session")
+def demo_bench(demo_cache, tmp_path_factory):
+    """The default bench on the demo data, in-process on a copy of the demo cache, saved: (BenchResult, its
+    folder). Shared by the session (tests that use it are marked DEMO_BENCH) and only read: the default bench
+    is the suite's costliest in-process run, and four tests read the same one."""
+    import shutil
+
+    import bertfeat
+
+    folder = tmp_path_factory.mktemp("demo-bench")
+    shutil.copytree(demo_cache, folder / "cache")
+    res = bertfeat.bench(DEMO_TRAIN, DEMO_TEST, cache_dir=str(folder / "cache"), progress=False)
+    return res, res.save(str(folder / "bench"))
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     """A small randomly initialised BERT saved to a temp folder: the 'any Hugging Face model' path."""

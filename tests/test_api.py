@@ -12,7 +12,7 @@ import pytest
 
 import bertfeat
 from bertfeat.cli import main
-from conftest import DEMO_TEST, DEMO_TRAIN, ROOT
+from conftest import DEMO_BENCH, DEMO_TEST, DEMO_TRAIN, ROOT
 
 
 def _texts(path):
@@ -95,8 +95,9 @@ def test_bench_returns_a_table_a_best_model_and_a_folder_predict_reads(cache, tm
     assert [r["label"] for r in json.loads(capsys.readouterr().out)] == list(labels)
 
 
-def test_default_bench_marks_screened_rows_apart(cache):
-    res = bertfeat.bench(DEMO_TRAIN, DEMO_TEST, progress=False)
+@DEMO_BENCH
+def test_default_bench_marks_screened_rows_apart(demo_bench):
+    res, _ = demo_bench  # bertfeat.bench(DEMO_TRAIN, DEMO_TEST), run once for the session
     rounds = set(res.table["round"])
     assert rounds <= {"full", "screened"} and "full" in rounds
     screened = res.table[res.table["round"] == "screened"]

@@ -8,7 +8,7 @@ import numpy as np
 from bertfeat.classify.bench import balanced_sample, mteb_protocol, run_bench
 from bertfeat.classify.calibration import Calibrated, ece, fit_temperature, label_index, log_loss
 from bertfeat.classify.heads import make_head
-from conftest import DEMO_TEST, DEMO_TRAIN, main_json, run_main
+from conftest import DEMO_BENCH, DEMO_TEST, DEMO_TRAIN, main_json, run_main
 
 
 def test_bench_json_files_and_best_model(tmp_path, cache):
@@ -160,11 +160,15 @@ def test_select_macro_f1_class_weight_and_threshold_in_bench(tmp_path, cache):
     assert np.mean([p["label"] == p["true_label"] for p in preds]) == result["best"]["accuracy"]
 
 
-def test_default_bench_chooses_views_and_heads_the_same_way_twice(tmp_path, cache):
+@DEMO_BENCH
+def test_default_bench_chooses_views_and_heads_the_same_way_twice(tmp_path, cache, demo_bench):
     """No --heads, no --features: candidate views x heads by successive halving; two identical runs save the
-    same head, view and parameters, and the loaded models give the same probabilities."""
-    runs = [main_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--out", tmp_path / f"r{i}", cache=cache)
-            for i in (1, 2)]
+    same head, view and parameters, and the loaded models give the same probabilities. The first run is the
+    session's (the API's bench, what `bench --json` prints of it), the second this CLI's."""
+    res, out = demo_bench
+    first = json.loads(json.dumps({**res.as_dict(), "model_dir": os.path.join(out, "best-model")}, default=str))
+    runs = [first, main_json("bench", "--train", DEMO_TRAIN, "--test", DEMO_TEST, "--out", tmp_path / "r2",
+                             cache=cache)]
     features = {r["features"] for r in runs[0]["results"]}
     from bertfeat.classify.selection import DEFAULT_VIEWS
 

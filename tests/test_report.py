@@ -11,19 +11,9 @@ import subprocess
 import numpy as np
 import pytest
 
-import bertfeat
-from conftest import DEMO_TEST, DEMO_TRAIN
+from conftest import DEMO_BENCH, DEMO_TRAIN
 
 PLOTS = ("leaderboard", "round1", "pareto", "per-class", "reliability", "confusion", "pairs", "facts")
-
-
-@pytest.fixture(scope="module")
-def saved(demo_cache, tmp_path_factory):
-    """The default bench on the demo data (it has round-1 rows), saved: (BenchResult, its folder)."""
-    folder = tmp_path_factory.mktemp("report")
-    shutil.copytree(demo_cache, folder / "cache")
-    res = bertfeat.bench(DEMO_TRAIN, DEMO_TEST, cache_dir=str(folder / "cache"), progress=False)
-    return res, res.save(str(folder / "bench"))
 
 
 def chromium() -> str:
@@ -46,8 +36,9 @@ def browse(page, tmp_path, *flags) -> subprocess.CompletedProcess:
                            *flags, f"file://{page}"], capture_output=True, text=True, timeout=120, check=True)
 
 
-def test_bench_writes_a_self_contained_report_a_browser_renders(saved, tmp_path):
-    res, out = saved
+@DEMO_BENCH
+def test_bench_writes_a_self_contained_report_a_browser_renders(demo_bench, tmp_path):
+    res, out = demo_bench
     page = os.path.join(out, "results.html")
     with open(page, encoding="utf-8") as fh:
         text = fh.read()
@@ -75,10 +66,11 @@ def test_bench_writes_a_self_contained_report_a_browser_renders(saved, tmp_path)
     assert pixels.shape == (2400, 1280) and pixels.std() > 10  # drawn, not a blank page
 
 
-def test_round_one_rows_are_apart_and_say_so(saved):
+@DEMO_BENCH
+def test_round_one_rows_are_apart_and_say_so(demo_bench):
     from bertfeat.classify.report import table
 
-    res, out = saved
+    res, out = demo_bench
     df = res.table
     stopped = df["round"] == "screened"
     assert stopped.any() and (~stopped).any()
