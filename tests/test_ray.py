@@ -187,7 +187,7 @@ from bertfeat.extract.ray_engine import embed_on_ray
 start = time.time()
 try:
     embed_on_ray([BertEncoder(model={model!r}, device="cpu", precision="fp32")], [{data!r}], {cache!r},
-                 num_workers=2, block_texts=50, progress=False)
+                 num_workers=1, block_texts=50, progress=False)
 except BertfeatError as exc:
     print("error:", exc, flush=True)
     print("seconds:", round(time.time() - start), flush=True)
