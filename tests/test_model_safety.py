@@ -190,6 +190,6 @@ def test_the_onnx_export_refuses_a_damaged_folder_in_one_line_too(tmp_path, tiny
     damage, name = DAMAGE[case]
     folder = _copy(tiny_bert, tmp_path / "model")
     damage(folder, tmp_path / "ran")
-    proc = _cli("embed", "--model", folder, "--data", DEMO_TEST, "--precision", "int8", cache=tmp_path / "cache")
+    proc = _in_process("embed", "--model", folder, "--data", DEMO_TEST, "--precision", "int8", cache=tmp_path / "cache")
     assert not (tmp_path / "ran").exists()
     _assert_refused(proc, folder, name)
