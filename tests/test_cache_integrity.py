@@ -11,7 +11,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import DEMO_TRAIN, ROOT, cached_vectors, data_rows, main_json, run_cli, run_main
+from conftest import DEMO_TRAIN, ROOT, cached_vectors, data_rows, main_json, run_main
 
 from bertfeat.cache import VectorStore, admin, fingerprint_of, text_keys
 from bertfeat.cache import layout
@@ -317,7 +317,7 @@ def test_prune_refuses_a_root_that_is_not_a_cache(tmp_path):
     _put(home)
     os.unlink(home / layout.TAG)  # say, a cache written before the tag, then other files put beside it
     (home / "thesis.tex").write_text("\\documentclass{article}")
-    proc = run_cli("cache", "prune", "--all", cache=home)
+    proc = run_main("cache", "prune", "--all", cache=home)
     assert proc.returncode == 2 and "does not look like a bertfeat cache" in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert os.path.isdir(home / FP) and (home / "thesis.tex").exists()

@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import DEMO_TEST, DEMO_TRAIN, run_cli, run_main
+from conftest import DEMO_TEST, DEMO_TRAIN, run_main
 
 from bertfeat.errors import DataError
 from bertfeat.extract import check_labels, read_table
@@ -69,8 +69,8 @@ def test_every_format_reads_the_same_labels(tmp_path):
 def test_test_labels_disjoint_from_training_are_one_line_error(tmp_path):
     other = {name: name.upper() for name in NUMBERS}
     test = _relabel(DEMO_TEST, tmp_path / "shouted.csv", other)
-    proc = run_cli("fit", "--train", DEMO_TRAIN, "--test", test, "--out", tmp_path / "out",
-                   "--cache-dir", tmp_path / "cache")
+    proc = run_main("fit", "--train", DEMO_TRAIN, "--test", test, "--out", tmp_path / "out",
+                    "--cache-dir", tmp_path / "cache")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert DEMO_TRAIN in lines[0] and test in lines[0] and "ACCOUNT" in lines[0] and "account" in lines[0]
