@@ -133,7 +133,7 @@ def test_ray_job_survives_a_killed_worker(tmp_path, ray_cluster):
     killer.start()
     try:
         summary = main_json("embed", "--data", data, "--engine", "ray", "--address", ray_cluster.address,
-                            "--num-workers", 2, "--block-size", 150, "--shard-size", 50, "--cache-dir", cache)
+                            "--num-workers", 1, "--block-size", 150, "--shard-size", 50, "--cache-dir", cache)
     finally:
         finished.set()
         killer.join()
