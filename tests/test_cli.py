@@ -254,7 +254,7 @@ def test_forward_pass_limits_are_one_line_errors(tmp_path):
     assert "panicked" not in runs[2].stderr and "PanicException" not in runs[2].stderr
 
 
-def test_small_training_sets_adapt_the_heads(tmp_path):
+def test_small_training_sets_adapt_the_heads(tmp_path, cache):
     """knn, mlp and torch on 8 training rows (fewer than knn's 10 neighbours, too few for a validation
     split), in fit and in bench with more folds than the smallest class has rows."""
     tiny = _tiny_train(tmp_path, per_class=4)
@@ -263,7 +263,7 @@ def test_small_training_sets_adapt_the_heads(tmp_path):
         ("fit", "--train", tiny, "--test", tiny, "--head", "mlp", "--out", tmp_path / "mlp", "--json"),
         ("bench", "--train", tiny, "--test", tiny, "--heads", "knn,mlp,torch", "--features", "mean", "--cv", "10",
          "--no-tune", "--out", tmp_path / "bench", "--json"),
-    ], cache=tmp_path / "cache")
+    ], cache=cache)  # the demo cache: the texts are the demo's
     for proc in runs:
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert json.loads(runs[0].stdout)["n_train"] == 8
