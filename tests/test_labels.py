@@ -20,7 +20,7 @@ def _relabel(source, path, names):
     return str(path)
 
 
-def test_csv_float_labels_score_the_same_against_a_parquet_copy(tmp_path):
+def test_csv_float_labels_score_the_same_against_a_parquet_copy(tmp_path, cache):
     """pandas reads the CSV's `1.0` as a float and the Parquet copy stores it typed: before the rule, the
     CSV's labels were "1.0" and the Parquet's "1", and accuracy was 0.0000 with exit 0."""
     train = _relabel(DEMO_TRAIN, tmp_path / "a.csv", NUMBERS)
@@ -32,7 +32,7 @@ def test_csv_float_labels_score_the_same_against_a_parquet_copy(tmp_path):
     for kind, test in (("csv", test_csv), ("parquet", test_parquet)):
         out = tmp_path / f"out-{kind}"
         proc = run_main("fit", "--train", train, "--test", test, "--head", "logreg", "--out", out,
-                        "--cache-dir", tmp_path / "cache", "--json", "--quiet", check=0)
+                        "--cache-dir", cache, "--json", "--quiet", check=0)  # the demo's texts, cached
         accuracy[kind] = json.loads(proc.stdout)["accuracy"]
         assert json.loads((out / "manifest.json").read_text())["labels"] == ["1", "2", "3", "4", "5"]
     assert accuracy["parquet"] == accuracy["csv"] > 0.5, accuracy
