@@ -85,7 +85,6 @@ def _train(config, method: str, train, test, out, progress: bool, val_size=None,
     from bertfeat.extract import BertEncoder, checkpoint, model as model_io
     from bertfeat.extract.finetune import finetune, run_key
     from bertfeat.extract.pipeline import Embedder
-    from bertfeat.extract.tuning_data import split_validation
 
     settings = settings_from(config, method, val_size).resolved()
     base_id = model_io.model_id(model_io.resolve_model_dir(settings.model))
@@ -97,10 +96,7 @@ def _train(config, method: str, train, test, out, progress: bool, val_size=None,
         tuned = finetune(train.texts, train.labels, settings, work, progress)
         encoder = BertEncoder(model=tuned.encoder_dir, pooling="mean", max_length=settings.max_length,
                               normalize=method == "setfit", precision=config.precision, device=config.device)
-        val_rows = []
-        if held_out and method == "full":  # the very rows finetune held out (same split, same seed)
-            val_rows = split_validation(np.searchsorted(tuned.classes, train.labels), settings.val_size,
-                                        settings.seed)[1]
+        val_rows = tuned.val_rows if held_out and method == "full" else []
         first = train.texts if method == "setfit" else [train.texts[i] for i in val_rows]
         emb = Embedder([encoder], None)(first + test.texts, None, progress=progress)
         vectors = emb.vectors[0]
@@ -259,12 +255,12 @@ def finetune_rows(config, methods: list[str], train, test, oof=None) -> list[Tun
     from bertfeat.classify.bench import _score
     from bertfeat.classify.selection import cv_score
 
+    classes = np.asarray(sorted(set(train.labels)))
     out = []
     for method in methods:
         log.info("fine-tuning (%s) for bench", method)
         r, proba, held = _train(config, method, train, test, None, config.progress, val_size=0.1,
                                 held_out=method == "full")
-        classes = np.asarray(sorted(set(train.labels)))
         frozen = None
         if held is not None:
             rows, pred = held

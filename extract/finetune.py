@@ -109,8 +109,12 @@ class Tuned:
     autocast: str = "fp32"
     resumed_from: int = 0  # the epoch this process resumed after (0: started fresh)
     n_train: int = 0
-    n_val: int = 0
+    val_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))  # positions in the texts given
     n_pairs: int = 0
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val_rows)
 
     @property
     def val_accuracy(self) -> float | None:
@@ -185,7 +189,7 @@ def finetune(texts: list[str], labels: list[str], settings: Settings, work: str,
         weight = trainer.net.head.weight.detach().float().cpu().numpy()
         bias = trainer.net.head.bias.detach().float().cpu().numpy()
     return Tuned(encoder_dir, classes, weight, bias, state["history"], state["best_epoch"], state["seconds"],
-                 trainer.device, trainer.autocast, resumed, len(trainer.train_rows), len(trainer.val_rows),
+                 trainer.device, trainer.autocast, resumed, len(trainer.train_rows), np.asarray(trainer.val_rows),
                  trainer.n_pairs)
 
 

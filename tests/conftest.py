@@ -241,7 +241,6 @@ def tiny_bert(tmp_path_factory):
     return str(folder)
 
 
-
 @pytest.fixture(scope="session")
 def export_cache(tiny_bert, tmp_path_factory):
     """A cache root holding one encoder entry and one int8 ONNX export of tiny_bert (the same bytes on every
@@ -259,6 +258,7 @@ def export_cache(tiny_bert, tmp_path_factory):
         assert len(os.listdir(folder / "models")) == 1, "the export is not under the cache root"
 
     return _filled_once(tmp_path_factory, "export-cache", fill)
+
 
 def pytest_report_header(config):
     if not os.path.isdir(SHARED):
